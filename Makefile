@@ -1,0 +1,29 @@
+# The two commands of the README. Each creates .venv on first use (Python 3.11+ and the
+# package index are all a fresh machine needs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: example test lint bench clean
+
+example: $(STAMP)  ## run the example app's suite under the plugin (enforce) and print its report
+	cd examples && ../$(BIN)/python -m pytest
+
+test: $(STAMP)  ## lint, format check, mypy strict, and the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -n 2
+
+bench: $(STAMP)  ## the benchmarks (run by hand; results in benchmarks/RESULTS.md)
+	$(BIN)/python benchmarks/run.py
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

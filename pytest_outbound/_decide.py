@@ -1,0 +1,252 @@
+"""``decide(request, context) -> Verdict``: the one judgement every interceptor calls.
+
+Pure: a compiled policy (``Rules``) and a per-test ``Context`` (what markers and the fixture
+permitted) in, a ``Verdict`` out. Reasons are short codes (``undocumented``, ``scheme``,
+``outbound_none``, ``payload:extra:hostname``, ``sensitive:hostname``); ``detail`` holds the
+sentence a person reads for each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from pytest_outbound._errors import PolicyError
+from pytest_outbound._hosts import HostError, HostPattern, PatternIndex, Peer
+from pytest_outbound._policy import Destination, Policy
+from pytest_outbound._record import OutboundRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    destination: str | None
+    reasons: tuple[str, ...] = ()
+    detail: tuple[str, ...] = ()
+
+
+class Rules:
+    """A ``Policy`` compiled for fast lookups: host pattern index -> destinations."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.by_name = {d.name: d for d in policy.destinations}
+        self.index: PatternIndex[Destination] = PatternIndex()
+        for dest in policy.destinations:
+            for text in dest.hosts:
+                self.index.add(HostPattern.parse(text), dest)
+        self.allowed: PatternIndex[str] = PatternIndex()
+        for text in policy.allowed:
+            self.allowed.add(HostPattern.parse(text), text)
+
+    def candidates(self, peer: Peer) -> list[Destination]:
+        """Destinations whose hosts match ``peer``, in policy order, each once."""
+        found = self.index.lookup(peer)
+        if len(found) <= 1:
+            return found
+        seen: dict[str, Destination] = {}
+        for dest in found:
+            seen.setdefault(dest.name, dest)
+        order = {d.name: i for i, d in enumerate(self.policy.destinations)}
+        return sorted(seen.values(), key=lambda d: order[d.name])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A marker/fixture entry: a destination name, or a host pattern (SPEC §4)."""
+
+    text: str
+    destination: str | None = None
+    pattern: HostPattern | None = None
+
+    def covers(self, request: OutboundRequest) -> bool:
+        """Whether ``request`` went to this entry (for ``to``, ``assert_contacted``, expect)."""
+        if self.destination is not None:
+            return request.destination == self.destination
+        return (
+            self.pattern is not None
+            and request.peer is not None
+            and self.pattern.matches(request.peer)
+        )
+
+
+def resolve_entry(text: object, rules: Rules, where: str) -> Entry:
+    """A string equal to a destination's name means that destination; else a host pattern."""
+    if not isinstance(text, str):
+        raise PolicyError(f"{where}: entry {text!r} must be a destination name or a host pattern")
+    if text in rules.by_name:
+        return Entry(text, destination=text)
+    try:
+        return Entry(text, pattern=HostPattern.parse(text))
+    except HostError as exc:
+        names = ", ".join(sorted(rules.by_name)) or "none documented"
+        raise PolicyError(
+            f"{where}: {text!r} is neither a documented destination ({names}) nor a valid"
+            f" host pattern: {exc}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What one test may contact: the documented rules narrowed by markers and widened by allows.
+
+    ``restriction`` is ``None`` (the policy), ``"only"`` (just ``only_entries``) or ``"none"``.
+    ``allow_entries`` are added on top in every case.
+    """
+
+    rules: Rules
+    restriction: str | None = None
+    only_entries: tuple[Entry, ...] = ()
+    allow_entries: tuple[Entry, ...] = ()
+    restriction_source: str = ""
+    _names: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _patterns: PatternIndex[str] = field(
+        default_factory=PatternIndex, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        permitted: list[Entry] = list(self.allow_entries)
+        if self.restriction == "only":
+            permitted.extend(self.only_entries)
+        names: set[str] = {e.destination for e in permitted if e.destination is not None}
+        if self.restriction is None:
+            object.__setattr__(self, "_names", None)  # every documented destination
+            for text in self.rules.policy.allowed:
+                self._patterns.add(HostPattern.parse(text), text)
+        else:
+            object.__setattr__(self, "_names", frozenset(names))
+        for e in permitted:
+            if e.pattern is not None:
+                self._patterns.add(e.pattern, e.text)
+
+    def with_allowed(self, entries: Iterable[Entry]) -> Context:
+        return Context(
+            self.rules,
+            self.restriction,
+            self.only_entries,
+            self.allow_entries + tuple(entries),
+            self.restriction_source,
+        )
+
+    def permits(self, name: str) -> bool:
+        return self._names is None or name in self._names
+
+    def pattern_allows(self, peer: Peer) -> bool:
+        return bool(self._patterns.lookup(peer)) if len(self._patterns) else False
+
+
+def decide(request: OutboundRequest, context: Context) -> Verdict:
+    """Judge one request against the test's context. Pure and stateless."""
+    peer = request.peer
+    if peer is None:
+        why = request.host_error or "the URL's host cannot be determined"
+        return Verdict(
+            False,
+            None,
+            ("ambiguous-host",),
+            (
+                f"ambiguous or invalid host: {why}; clients disagree on such URLs, so it is never"
+                " allowed",
+            ),
+        )
+    rules = context.rules
+    full: Destination | None = None
+    near: list[tuple[Destination, list[tuple[str, str]]]] = []
+    for dest in rules.candidates(peer):
+        faults = _constraint_faults(dest, request)
+        if faults:
+            near.append((dest, faults))
+            continue
+        if full is None or (not context.permits(full.name) and context.permits(dest.name)):
+            full = dest
+            if context.permits(dest.name):
+                break
+    name = full.name if full is not None else None
+    if full is not None and context.permits(full.name):
+        return Verdict(True, name)
+    if context.pattern_allows(peer):
+        return Verdict(True, name)
+    # Not permitted: say why, most specific first.
+    if context.restriction is not None and (full is not None or not near):
+        marker = f"outbound_{context.restriction}"
+        where = f" ({context.restriction_source})" if context.restriction_source else ""
+        if context.restriction == "none":
+            text = f"this test is marked {marker}{where}: nothing may be contacted"
+        else:
+            listed = ", ".join(e.text for e in context.only_entries) or "nothing"
+            text = f"this test is marked {marker}{where}: only {listed} may be contacted"
+        return Verdict(False, name, (marker,), (text,))
+    if near:
+        dest, faults = near[0]
+        reasons = tuple(code for code, _ in faults)
+        detail = tuple(f"destination {dest.name!r}: {text}" for _, text in faults)
+        return Verdict(False, None, reasons, detail)
+    return Verdict(
+        False,
+        None,
+        ("undocumented",),
+        (f"host {peer.host!r} is not a documented destination",),
+    )
+
+
+def _constraint_faults(dest: Destination, request: OutboundRequest) -> list[tuple[str, str]]:
+    faults: list[tuple[str, str]] = []
+    if dest.schemes and request.scheme not in dest.schemes:
+        faults.append(
+            ("scheme", f"scheme {request.scheme!r} is not documented ({', '.join(dest.schemes)})")
+        )
+    if dest.ports and request.port not in dest.ports:
+        ports = ", ".join(str(p) for p in dest.ports)
+        faults.append(("port", f"port {request.port} is not documented ({ports})"))
+    if dest.methods and request.method not in dest.methods:
+        faults.append(
+            ("method", f"method {request.method} is not documented ({', '.join(dest.methods)})")
+        )
+    if dest.paths and not any(path_matches(p, request.path) for p in dest.paths):
+        faults.append(
+            ("path", f"path {request.path!r} is not documented ({', '.join(dest.paths)})")
+        )
+    return faults
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """Path globs (``*`` one segment, ``**`` any) and templates (``/api/{version}/check``)."""
+    return _path_regex(pattern).fullmatch(path) is not None
+
+
+_PATH_TOKEN = re.compile(r"\*\*|\*|\{[^/{}]+\}|[^*{]+|.")
+
+
+@lru_cache(maxsize=1024)
+def _path_regex(pattern: str) -> re.Pattern[str]:
+    out: list[str] = []
+    for token in _PATH_TOKEN.findall(pattern):
+        if token == "**":
+            out.append(".*")
+        elif token == "*":
+            out.append("[^/]*")
+        elif token.startswith("{") and token.endswith("}") and len(token) > 2:
+            out.append("[^/]+")
+        else:
+            out.append(re.escape(token))
+    return re.compile("".join(out))
+
+
+def documented_summary(rules: Rules, limit: int = 8) -> str:
+    """``update-check (octopus.com), nuget (*.nuget.org), ...`` for messages."""
+    items = [f"{d.name} ({', '.join(d.hosts)})" for d in rules.policy.destinations[:limit]]
+    more = len(rules.policy.destinations) - limit
+    if more > 0:
+        items.append(f"and {more} more")
+    return ", ".join(items) if items else "nothing is documented yet"
+
+
+def suggest_name(host: str, taken: Sequence[str]) -> str:
+    """A destination name for an undocumented host, e.g. ``analytics-example-com``."""
+    base = re.sub(r"[^a-z0-9]+", "-", host.lower()).strip("-") or "destination"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name

@@ -1,0 +1,185 @@
+"""The runtime guard: interceptors hand it a record; it attributes, judges, records and blocks.
+
+One data flow: interceptor -> ``OutboundRequest`` -> ``Guard.observe`` -> ``decide`` ->
+record (+ hooks) -> ``OutboundBlocked`` in enforce mode. No pytest imports: the plugin wires
+hooks in as callables and moves the ``scope`` from test to test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_outbound._decide import Context, decide
+from pytest_outbound._errors import OutboundBlocked
+from pytest_outbound._hosts import is_local
+from pytest_outbound._messages import blocked_message
+from pytest_outbound._record import OutboundRequest
+
+if TYPE_CHECKING:
+    from pytest_outbound._stubs import Stub
+
+AUDIT = "audit"
+ENFORCE = "enforce"
+OFF = "off"
+MODES = (AUDIT, ENFORCE, OFF)
+
+# Frames from these top-level packages are library code, never "the user's call site".
+_LIBRARY_PACKAGES = frozenset(
+    {
+        "pytest_outbound",
+        "requests",
+        "httpx",
+        "httpcore",
+        "urllib3",
+        "responses",
+        "respx",
+        "pytest_httpx",
+        "requests_mock",
+        "anyio",
+        "sniffio",
+        "h11",
+        "h2",
+        "aiohttp",
+        "vcr",
+        "_pytest",
+        "pytest",
+        "pluggy",
+        "time_machine",
+        "freezegun",
+        "idna",
+        "certifi",
+        "charset_normalizer",
+    }
+) | (frozenset(sys.stdlib_module_names) - {"test"})  # user suites are often named "test"
+
+
+@dataclass
+class Scope:
+    """One test item while it runs: what it may contact, what it did, what it stubbed."""
+
+    nodeid: str
+    context: Context
+    phase: str = "setup"
+    records: list[OutboundRequest] = field(default_factory=list)
+    stubs: list[Stub] = field(default_factory=list)
+    #: Blocked exceptions raised in the current phase, not yet seen to reach pytest.
+    pending: list[OutboundBlocked] = field(default_factory=list)
+
+
+class Guard:
+    """Process-wide state of one pytest session's interception."""
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        context: Context,
+        rootpath: Path,
+        local_enforce: bool = False,
+        body_limit: int,
+        on_request: Callable[[OutboundRequest], object] | None = None,
+        on_violation: Callable[[OutboundRequest], object] | None = None,
+    ) -> None:
+        self.mode = mode
+        self.active = True
+        #: Judges egress outside any test (collection, session fixtures, late threads).
+        self.session_context = context
+        self.scope: Scope | None = None
+        self.outside_phase = "collect"
+        self.records: list[OutboundRequest] = []
+        self.outside_blocked: list[OutboundRequest] = []
+        self.local_enforce = local_enforce
+        self.body_limit = body_limit
+        self._rootpath = rootpath
+        self._on_request = on_request
+        self._on_violation = on_violation
+        self._lock = threading.Lock()
+        self._relpaths: dict[str, str] = {}
+
+    @property
+    def enforcing(self) -> bool:
+        return self.mode == ENFORCE
+
+    def observe(self, request: OutboundRequest) -> bool:
+        """Judge and record ``request``; in enforce mode raise ``OutboundBlocked`` on violation.
+
+        Returns False when the request is local traffic that is not judged (SPEC §3).
+        """
+        __tracebackhide__ = True
+        peer = request.peer
+        if peer is not None and not self.local_enforce and is_local(peer):
+            return False
+        scope = self.scope
+        context = scope.context if scope is not None else self.session_context
+        verdict = decide(request, context)
+        request.destination = verdict.destination
+        request.verdict = "allowed" if verdict.allowed else "violation"
+        request.reasons = list(verdict.reasons)
+        if scope is not None:
+            request.nodeid, request.phase = scope.nodeid, scope.phase
+        else:
+            request.phase = self.outside_phase
+        request.location = self._location()
+        request.thread = threading.current_thread().name
+        request.time = time.time()
+        with self._lock:
+            self.records.append(request)
+            if scope is not None:
+                scope.records.append(request)
+        if self._on_request is not None:
+            self._on_request(request)
+        if verdict.allowed:
+            return True
+        if self._on_violation is not None:
+            self._on_violation(request)
+        if self.mode != ENFORCE:
+            return True
+        error = OutboundBlocked(
+            blocked_message(request, verdict, context),
+            url=request.url,
+            client=request.client,
+            reasons=verdict.reasons,
+        )
+        if scope is not None:
+            scope.pending.append(error)
+        else:
+            self.outside_blocked.append(request)
+        raise error
+
+    def stub_for(self, request: OutboundRequest) -> Stub | None:
+        """The first stub registered in this test that answers ``request``."""
+        scope = self.scope
+        if scope is None or not scope.stubs:
+            return None
+        for stub in scope.stubs:
+            if stub.answers(request):
+                return stub
+        return None
+
+    def _location(self) -> str:
+        frame = sys._getframe(2)
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if module.partition(".")[0] not in _LIBRARY_PACKAGES:
+                return f"{self._relpath(frame.f_code.co_filename)}:{frame.f_lineno}"
+            frame = frame.f_back  # type: ignore[assignment]
+        return ""
+
+    def _relpath(self, filename: str) -> str:
+        cached = self._relpaths.get(filename)
+        if cached is None:
+            try:
+                cached = os.path.relpath(filename, self._rootpath)
+            except ValueError:
+                cached = filename
+            if cached.startswith(".."):
+                cached = filename
+            self._relpaths[filename] = cached
+        return cached

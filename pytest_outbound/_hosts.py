@@ -1,0 +1,707 @@
+"""Host canonicalisation and host-pattern matching: the one place rules R1-R10 live.
+
+Pure functions and frozen values, no pytest and no patching. Everything that decides *which
+host a request reaches* and *whether a documented pattern admits it* is here, so that every
+interceptor judges a destination the same way.
+
+The rules, in plain words:
+
+R1  The destination is the peer the client connects to. The path, query, fragment and the
+    ``Host:`` header never decide it; only the scheme and the authority of the URL do.
+R2  Userinfo is ignored: the host is what follows the *last* ``@`` of the authority, and the
+    authority ends at the first ``/``, ``?`` or ``#`` after ``scheme://``. A URL without a
+    ``//`` authority (``mailto:x``, ``http:\\\\host``) or with an empty host is a violation.
+R3  An authority (or host, or pattern) containing a backslash, a control character (TAB, CR,
+    LF, NUL, any C0 or C1 control), a space or DEL is a violation: clients disagree on where
+    such a host begins and ends. The same holds if percent-decoding or IDNA mapping produces
+    one of these characters (``%5c``, the full-width backslash U+FF3C, the ideographic space
+    U+3000).
+R4  A host name is made canonical by: percent-decoding it (as UTF-8; a ``%`` left over, an
+    invalid escape or invalid UTF-8 is a violation); mapping it with IDNA / UTS #46
+    (full-width letters become ASCII, the ideographic dots ``。``, ``｡`` and U+FF0E become
+    ``.``, ignorable characters such as the soft hyphen vanish) and converting every label to
+    its A-label; lowercasing it; stripping one trailing dot. A name whose IDNA2003 and
+    IDNA2008/UTS #46 forms differ (``straße``, ``ς``, joiners) is a violation, as is a
+    non-ASCII name IDNA2008 rejects. An ASCII label (``xn--...`` included) is taken as written,
+    lowercased: every client sends it unchanged. Empty labels, ``*``, ``%`` and any character
+    other than ``a-z 0-9 - _`` in a label are violations; so is a label longer than 63 or a
+    name longer than 253 characters.
+R5  A host whose last label is a number (``[0-9]+`` or ``0x[0-9a-f]*``) is an IPv4 literal,
+    parsed as the C resolver's ``inet_aton`` does: one to four parts, each decimal, octal
+    (leading ``0``) or hex (``0x``); the last part fills the remaining bytes, so ``127.1`` and
+    ``2130706433`` are ``127.0.0.1``. A part that is not a valid number (``08``, ``evil``), a
+    fifth part or an overflowing value is a violation.
+R6  An IPv6 literal is written in brackets in a URL (bare only as a socket address). Its zone
+    id (``%25eth0``) is dropped. ``::ffff:a.b.c.d`` (IPv4-mapped) *is* the IPv4 address
+    ``a.b.c.d``; NAT64 (``64:ff9b::/96``) and IPv4-compatible (``::a.b.c.d``) forms stay IPv6.
+    A bracketed IPv4 address (``[127.0.0.1]``) is a violation.
+R7  A name pattern ``x`` matches exactly the canonical name ``x``. ``*.x`` matches a name with
+    one or more labels below ``x`` and never ``x`` itself. There is no substring or suffix
+    string matching: ``evil-x`` is not below ``x``. ``*`` may only be the whole first label.
+R8  IP and CIDR patterns match IP destinations of the same family only (IPv4-mapped IPv6 counts
+    as IPv4); name patterns never match an IP destination (no reverse DNS), and IP patterns
+    never match a name.
+R9  A pattern without a port admits any port; ``host:p`` only port ``p``; ``scheme://host``
+    only that scheme on its default port (http/ws 80, https/wss 443), unless a port is given
+    (``https://host:8443``). A peer whose scheme is unknown (``""``, a raw socket) is judged by
+    the port alone. A URL port must be ASCII decimal, 1 to 65535 (an empty port means the
+    scheme's default, as RFC 3986 and every client agree).
+R10 Every redirect hop and every connection is judged on its own: everything here is stateless
+    and knows nothing of earlier requests.
+
+Breaking a rule raises :class:`HostError`; its message is the reason shown to the user and its
+``rule`` attribute names the rule. Host patterns are validated with the same code.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Final, Generic, Literal, TypeAlias, TypeVar
+
+import idna
+
+__all__ = [
+    "HostError",
+    "HostPattern",
+    "PatternIndex",
+    "PatternKind",
+    "Peer",
+    "canonical_host",
+    "default_port",
+    "is_local",
+    "peer_from_address",
+    "peer_from_url",
+]
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+PatternKind: TypeAlias = Literal["name", "wildcard", "ip", "cidr"]
+T = TypeVar("T")
+
+_CACHE_SIZE: Final = 4096
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# R3: backslash, C0 controls and space, DEL, C1 controls.
+_AMBIGUOUS: Final = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+_URL_HEAD: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(//)?([^/?#]*)")
+_SCHEME_PREFIX: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+_NAME: Final = re.compile(r"(?:[a-z0-9_\-]{1,63}\.)*[a-z0-9_\-]{1,63}")
+_LABEL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_NUMBER_LABEL: Final = re.compile(r"[0-9]+|0x[0-9a-f]*")
+_PERCENT_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+# UTS #46 deviation characters: IDNA2003 maps or drops them, IDNA2008 keeps them (R4).
+_DEVIATIONS: Final = {"\u00df": "ß", "\u03c2": "final sigma ς", "\u200c": "ZWNJ", "\u200d": "ZWJ"}
+_PATTERN_HELP: Final = (
+    "a valid pattern is a host name (example.com), a wildcard (*.example.com), an IP address "
+    "(203.0.113.7, 2001:db8::1), a CIDR network (10.0.0.0/8), any of these with a port "
+    "(example.com:443, [2001:db8::1]:443) or a scheme and host (https://example.com)"
+)
+
+
+class HostError(ValueError):
+    """Ambiguous or invalid host/authority/pattern.
+
+    ``str(e)`` is a one-line human reason; ``e.rule`` is the rule broken (``"R3"`` etc.).
+    """
+
+    def __init__(self, message: str, rule: str = "") -> None:
+        super().__init__(message, rule)
+        self.message = message
+        self.rule = rule
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[HostError], tuple[str, str]]:
+        return (type(self), (self.message, self.rule))
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The destination a client connects to, in canonical form (R1).
+
+    ``host`` is a lowercase A-label name without trailing dot, or an IP address in compressed
+    text form (IPv6 without brackets; IPv4-mapped IPv6 given as the IPv4 address). ``ip`` is set
+    exactly when ``host`` is an IP literal. ``port`` is the explicit port, else the scheme's
+    default, else ``None``. ``scheme`` is lowercase, ``""`` when unknown (raw sockets).
+    """
+
+    scheme: str
+    host: str
+    port: int | None
+    ip: IPAddress | None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if self.ip is not None and self.ip.version == 6 else self.host
+        if self.port is not None:
+            host = f"{host}:{self.port}"
+        return f"{self.scheme}://{host}" if self.scheme else host
+
+
+def default_port(scheme: str) -> int | None:
+    """The port a client uses for ``scheme`` when none is given (http/ws 80, https/wss 443)."""
+    return _DEFAULT_PORTS.get(scheme.lower())
+
+
+def canonical_host(raw: str) -> str:
+    """The canonical form of a host (R3-R6); idempotent. Raises :class:`HostError`.
+
+    Accepts a name (percent-encoded and Unicode allowed), an IPv4 address in any ``inet_aton``
+    notation, or an IPv6 address with or without brackets.
+    """
+    return _canonical(raw)[0]
+
+
+def peer_from_url(url: str) -> Peer:
+    """The peer a client reaches for ``url`` (R1-R6, R9). Raises :class:`HostError`."""
+    head = _URL_HEAD.match(url)
+    if head is None:
+        raise HostError(f"{_clip(url)} is not an absolute URL of the form scheme://host", "R2")
+    if head.group(2) is None:
+        raise HostError(
+            f"{_clip(url)} has no '//' authority after the scheme, so the host it reaches is "
+            "not defined",
+            "R2",
+        )
+    return _peer_from_authority(head.group(1).lower(), head.group(3))
+
+
+def peer_from_address(host: str, port: int | None = None, scheme: str = "") -> Peer:
+    """The peer for a socket-level address or a DNS name (R3-R6). Raises :class:`HostError`.
+
+    ``host`` may be a name, an IPv4 address in any notation or an IPv6 address (bare or in
+    brackets, with or without zone id). Without ``port`` the scheme's default port is used.
+    """
+    scheme = scheme.lower()
+    if port is None:
+        port = default_port(scheme)
+    elif not 0 < port < 65536:
+        raise HostError(f"port {port} is outside 1-65535", "R9")
+    text, ip = _canonical(host)
+    return Peer(scheme, text, port, ip)
+
+
+def is_local(peer: Peer) -> bool:
+    """Whether ``peer`` is this machine: loopback in any notation, ``localhost``, ``*.localhost``.
+
+    The unspecified addresses ``0.0.0.0`` and ``::`` count too: connecting to them reaches the
+    local host.
+    """
+    ip = peer.ip
+    if ip is None:
+        return peer.host == "localhost" or peer.host.endswith(".localhost")
+    return ip.is_loopback or ip.is_unspecified
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """``repr`` of ``text``, shortened for a one-line message."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _reject_ambiguous(text: str, what: str, original: str = "") -> None:
+    """R3: raise if ``text`` contains a backslash, a control character, a space or DEL.
+
+    ``what`` names the text in the message; ``original`` is what ``text`` was decoded from.
+    """
+    found = _AMBIGUOUS.search(text)
+    if found is None:
+        return
+    char = found.group()
+    name = {
+        "\\": "a backslash",
+        " ": "a space",
+        "\t": "a TAB",
+        "\r": "a CR",
+        "\n": "an LF",
+        "\x00": "a NUL",
+        "\x7f": "DEL",
+    }.get(char, f"the control character U+{ord(char):04X}")
+    shown = f"{_clip(original)}, read as {_clip(text)}," if original else _clip(text)
+    raise HostError(f"{what} {shown} contains {name}; clients disagree on which host that is", "R3")
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _peer_from_authority(scheme: str, authority: str) -> Peer:
+    _reject_ambiguous(authority, "the authority")
+    host, port_text = _split_host_port(authority.rpartition("@")[2], authority)
+    port = default_port(scheme) if port_text is None else _parse_port(port_text, authority)
+    text, ip = _canonical(host)
+    return Peer(scheme, text, port, ip)
+
+
+def _split_host_port(hostport: str, context: str) -> tuple[str, str | None]:
+    """Split ``host[:port]`` or ``[v6][:port]``; an empty port counts as no port."""
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            raise HostError(f"the IPv6 literal in {_clip(context)} has no closing ']'", "R6")
+        host, rest = hostport[: close + 1], hostport[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise HostError(f"unexpected {_clip(rest)} after ']' in {_clip(context)}", "R6")
+        port_text = rest[1:] if rest else None
+    else:
+        if hostport.count(":") > 1:
+            raise HostError(
+                f"the authority {_clip(context)} has more than one ':'; a port is given once, "
+                "and an IPv6 address in a URL must be in brackets",
+                "R9",
+            )
+        host, colon, port_text_or_empty = hostport.partition(":")
+        port_text = port_text_or_empty if colon else None
+    if not host:
+        raise HostError(f"the authority {_clip(context)} has an empty host", "R2")
+    return host, port_text or None
+
+
+def _parse_port(text: str, context: str) -> int:
+    """R9: ASCII decimal 1-65535 (leading zeros allowed, as every client does)."""
+    if not (text.isascii() and text.isdigit()):
+        raise HostError(f"the port {_clip(text)} in {_clip(context)} is not a decimal number", "R9")
+    digits = text.lstrip("0")
+    if len(digits) > 5 or not 0 < int(digits or "0") < 65536:
+        raise HostError(f"the port {text} in {_clip(context)} is outside 1-65535", "R9")
+    return int(digits)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _canonical(raw: str) -> tuple[str, IPAddress | None]:
+    """Canonical host text and, for IP literals, the address (R3-R6)."""
+    if not raw:
+        raise HostError("the host is empty", "R2")
+    _reject_ambiguous(raw, "the host")
+    if raw.startswith("["):
+        if not raw.endswith("]"):
+            raise HostError(f"the IPv6 literal {_clip(raw)} has no closing ']'", "R6")
+        return _parse_ipv6(raw[1:-1], raw, bracketed=True)
+    if ":" in raw:
+        return _parse_ipv6(raw, raw, bracketed=False)
+    host = _percent_decode(raw) if "%" in raw else raw
+    if not host.isascii():
+        host = _idna_to_ascii(host, raw)
+    host = host.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    labels = host.split(".")
+    if _NUMBER_LABEL.fullmatch(labels[-1]):
+        ipv4 = _parse_ipv4(labels, raw)
+        return str(ipv4), ipv4
+    if not _NAME.fullmatch(host):
+        _explain_bad_name(labels, raw)
+    if len(host) > 253:
+        raise HostError(f"the host {_clip(raw)} is longer than 253 characters", "R4")
+    return host, None
+
+
+def _percent_decode(text: str) -> str:
+    """R4: decode ``%XX`` escapes as UTF-8; a ``%`` that is not an escape is a violation."""
+    if "%" in _PERCENT_ESCAPE.sub("", text):
+        raise HostError(f"the host {_clip(text)} has a '%' that is not a valid escape", "R4")
+    # Bytes >= 0x80 become lone surrogates that "surrogateescape" turns back into bytes, so
+    # that multi-byte sequences can be decoded as UTF-8 together with the literal characters.
+    escaped = _PERCENT_ESCAPE.sub(_unescape_byte, text)
+    try:
+        result = escaped.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise HostError(f"the percent-escapes in {_clip(text)} are not valid UTF-8", "R4") from None
+    _reject_ambiguous(result, "the host", text)
+    if "%" in result:
+        raise HostError(f"the host {_clip(text)} is percent-encoded twice", "R4")
+    return result
+
+
+def _unescape_byte(escape: re.Match[str]) -> str:
+    byte = int(escape.group(1), 16)
+    return chr(byte) if byte < 0x80 else chr(0xDC00 + byte)
+
+
+def _idna_to_ascii(host: str, raw: str) -> str:
+    """R4: UTS #46 mapping, then A-labels; IDNA2003 and IDNA2008 must agree."""
+    try:
+        mapped = idna.uts46_remap(host, std3_rules=False)
+    except idna.IDNAError as exc:
+        raise HostError(f"the host {_clip(raw)} is not a valid IDNA name: {exc}", "R4") from None
+    _reject_ambiguous(mapped, "the host", raw)
+    for char, name in _DEVIATIONS.items():
+        if char in mapped:
+            raise HostError(
+                f"the host {_clip(raw)} contains {name}, which IDNA2003 and IDNA2008 resolve to "
+                "different names; write the intended A-label (xn--...) instead",
+                "R4",
+            )
+    labels = []
+    for label in mapped.split("."):
+        if label.isascii():
+            labels.append(label)
+            continue
+        try:
+            labels.append(idna.alabel(label).decode("ascii"))
+        except idna.IDNAError as exc:
+            raise HostError(
+                f"the host {_clip(raw)} is not a valid IDNA2008 name: {exc}", "R4"
+            ) from None
+    result = ".".join(labels)
+    try:
+        idna2003 = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return result  # IDNA2003 clients cannot reach this name at all: no second destination.
+    if idna2003.lower().removesuffix(".") != result.lower().removesuffix("."):
+        raise HostError(
+            f"the host {_clip(raw)} is {idna2003} under IDNA2003 but {result} under IDNA2008; "
+            "clients disagree on which host that is",
+            "R4",
+        )
+    return result
+
+
+def _explain_bad_name(labels: list[str], raw: str) -> None:
+    """Raise the reason a lowercase, dot-stripped name failed the ``_NAME`` check."""
+    for label in labels:
+        if not label:
+            raise HostError(f"the host {_clip(raw)} has an empty label", "R4")
+        if len(label) > 63:
+            raise HostError(f"the host {_clip(raw)} has a label longer than 63 characters", "R4")
+        bad = next((c for c in label if c not in _LABEL_CHARS), None)
+        if bad == "*":
+            raise HostError(
+                f"the host {_clip(raw)} contains '*'; wildcards belong in patterns "
+                "(*.example.com), not in hosts",
+                "R4",
+            )
+        if bad is not None:
+            raise HostError(
+                f"the host {_clip(raw)} contains {bad!r}, which is not allowed in a host name",
+                "R4",
+            )
+    raise HostError(f"the host {_clip(raw)} is not a valid host name", "R4")  # pragma: no cover
+
+
+def _parse_ipv4(parts: list[str], raw: str) -> ipaddress.IPv4Address:
+    """R5: ``inet_aton`` semantics; ``parts`` are lowercase labels without a trailing empty one."""
+    if len(parts) > 4:
+        raise HostError(f"the IPv4 address {_clip(raw)} has more than four parts", "R5")
+    values = [_ipv4_part(part, raw) for part in parts]
+    *head, last = values
+    if any(value > 0xFF for value in head) or last >= 1 << (8 * (5 - len(values))):
+        raise HostError(f"the IPv4 address {_clip(raw)} overflows", "R5")
+    number = last
+    for index, value in enumerate(head):
+        number |= value << (24 - 8 * index)
+    return ipaddress.IPv4Address(number)
+
+
+def _ipv4_part(part: str, raw: str) -> int:
+    if part.startswith("0x"):
+        digits, base = part[2:], 16
+        valid = all(c in "0123456789abcdef" for c in digits)
+    elif len(part) > 1 and part.startswith("0"):
+        digits, base = part[1:], 8
+        valid = all(c in "01234567" for c in digits)
+    else:
+        digits, base = part, 10
+        valid = bool(part) and part.isascii() and part.isdigit()
+    if not valid:
+        raise HostError(
+            f"the host {_clip(raw)} ends in a number, so it is an IPv4 address, but {part!r} "
+            "is not a decimal, octal or hex number",
+            "R5",
+        )
+    digits = digits.lstrip("0")
+    if len(digits) > 12:
+        raise HostError(f"the IPv4 address {_clip(raw)} overflows", "R5")
+    return int(digits, base) if digits else 0
+
+
+def _parse_ipv6(text: str, raw: str, *, bracketed: bool) -> tuple[str, IPAddress]:
+    """R6: IPv6 literal without brackets; zone id dropped, IPv4-mapped returned as IPv4."""
+    address, percent, zone = text.partition("%")
+    if percent and not zone.removeprefix("25"):
+        raise HostError(f"the IPv6 literal {_clip(raw)} has an empty zone id", "R6")
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        if bracketed and ":" not in address:
+            raise HostError(
+                f"{_clip(raw)} is an IPv4 address in brackets; clients disagree on it "
+                "(write it without brackets)",
+                "R6",
+            ) from None
+        raise HostError(f"{_clip(raw)} is not a valid IPv6 address", "R6") from None
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        return str(mapped), mapped
+    return ip.compressed, ip
+
+
+# --- patterns --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostPattern:
+    """One documented destination pattern (R7-R9), parsed and validated on construction.
+
+    ``kind`` is ``"name"`` (``host`` is the canonical name), ``"wildcard"`` (``host`` is the
+    canonical suffix ``x`` of ``*.x``), ``"ip"`` (``ip`` is set) or ``"cidr"`` (``network`` is
+    set); ``host`` is the canonical text for every kind. ``scheme`` is ``""`` when the pattern
+    has none; ``port`` is ``None`` when any port is admitted.
+    """
+
+    text: str
+    kind: PatternKind = field(init=False, compare=False)
+    host: str = field(init=False, compare=False)
+    scheme: str = field(init=False, compare=False)
+    port: int | None = field(init=False, compare=False)
+    ip: IPAddress | None = field(init=False, compare=False, repr=False)
+    network: IPNetwork | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        kind, host, scheme, port, ip, network = _parse_pattern(self.text)
+        for name, value in (
+            ("kind", kind),
+            ("host", host),
+            ("scheme", scheme),
+            ("port", port),
+            ("ip", ip),
+            ("network", network),
+        ):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def parse(cls, text: str) -> HostPattern:
+        """Parse and validate ``text``; raises :class:`HostError` saying what is wrong."""
+        return cls(text)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def matches(self, peer: Peer) -> bool:
+        """Whether this pattern admits ``peer`` (host, scheme and port)."""
+        return self.admits_scheme_and_port(peer) and self.matches_host(peer)
+
+    def matches_host(self, peer: Peer) -> bool:
+        """Whether the host part admits ``peer``, ignoring scheme and port (e.g. DNS lookups)."""
+        if self.kind == "name":
+            return peer.ip is None and peer.host == self.host
+        if self.kind == "wildcard":
+            return peer.ip is None and peer.host.endswith("." + self.host)
+        if self.kind == "ip":
+            return peer.ip == self.ip
+        network = self.network
+        return (
+            network is not None
+            and peer.ip is not None
+            and peer.ip.version == network.version
+            and peer.ip in network
+        )
+
+    def admits_scheme_and_port(self, peer: Peer) -> bool:
+        """R9: the port must be the pattern's (if any); a known scheme must be the pattern's."""
+        if self.port is not None and peer.port != self.port:
+            return False
+        return not self.scheme or not peer.scheme or peer.scheme == self.scheme
+
+
+_ParsedPattern: TypeAlias = tuple[
+    PatternKind, str, str, int | None, IPAddress | None, IPNetwork | None
+]
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _parse_pattern(text: str) -> _ParsedPattern:
+    try:
+        return _parse_pattern_unwrapped(text)
+    except HostError as exc:
+        raise HostError(
+            f"invalid host pattern {_clip(text)}: {exc.message} ({_PATTERN_HELP})", exc.rule
+        ) from None
+
+
+def _parse_pattern_unwrapped(text: str) -> _ParsedPattern:
+    if not text:
+        raise HostError("it is empty", "R7")
+    _reject_ambiguous(text, "the pattern")
+    scheme = ""
+    body = text
+    prefix = _SCHEME_PREFIX.match(text)
+    if prefix is not None:
+        scheme = prefix.group(1).lower()
+        body = text[prefix.end() :]
+        end = min((i for i in (body.find(c) for c in "/?#") if i >= 0), default=len(body))
+        body, rest = body[:end], body[end:]
+        if rest not in ("", "/"):
+            raise HostError(f"a pattern names a host, not a path or query; drop {rest!r}", "R1")
+        if "@" in body:
+            raise HostError("a pattern names a host; userinfo (user@) never matters", "R2")
+    elif "://" in text:
+        raise HostError("the scheme before '://' is not valid", "R9")
+
+    if body.startswith("["):
+        close = body.find("]")
+        if close < 0:
+            raise HostError("the '[' has no closing ']'", "R6")
+        host_text, rest = body[1:close], body[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise HostError(f"unexpected {rest!r} after ']'", "R6")
+        port_text = rest[1:] if rest else None
+        if "/" not in host_text and ":" not in host_text:
+            raise HostError("brackets are only for IPv6 addresses", "R6")
+        host_text = host_text if "/" in host_text else f"[{host_text}]"
+    elif body.count(":") > 1:
+        if scheme:
+            raise HostError("an IPv6 address after '://' must be in brackets", "R6")
+        host_text, port_text = body, None
+    else:
+        host_text, colon, port_value = body.partition(":")
+        port_text = port_value if colon else None
+
+    if port_text is not None:
+        if not port_text:
+            raise HostError("the port after ':' is empty", "R9")
+        port: int | None = _parse_port(port_text, text)
+    else:
+        port = default_port(scheme) if scheme else None
+
+    if not host_text:
+        raise HostError("the host is empty", "R7")
+    if "/" in host_text:
+        network = _parse_network(host_text)
+        return "cidr", str(network), scheme, port, None, network
+    if "*" in host_text:
+        suffix = host_text[2:]
+        if not host_text.startswith("*.") or not suffix or "*" in suffix:
+            raise HostError(
+                "'*' is only allowed as the whole first label followed by a name (*.example.com)",
+                "R7",
+            )
+        name, ip = _canonical(suffix)
+        if ip is not None:
+            raise HostError("wildcards apply to names, not IP addresses; use a CIDR", "R8")
+        return "wildcard", name, scheme, port, None, None
+    host, ip = _canonical(host_text)
+    if ip is not None:
+        return "ip", host, scheme, port, ip, None
+    return "name", host, scheme, port, None, None
+
+
+def _parse_network(text: str) -> IPNetwork:
+    """A CIDR network; IPv4 base in any notation; an IPv4-mapped IPv6 network becomes IPv4."""
+    address, _, length_text = text.partition("/")
+    if not (length_text.isascii() and length_text.isdigit()) or len(length_text) > 3:
+        raise HostError(f"the prefix length {length_text!r} is not a number", "R8")
+    length = int(length_text)
+    base: IPAddress
+    if ":" in address:
+        try:
+            base = ipaddress.IPv6Address(address)
+        except ValueError:
+            raise HostError(f"{address!r} is not an IPv6 address", "R8") from None
+    else:
+        text_ip, ip = _canonical(address)
+        if ip is None:
+            raise HostError(f"{text_ip!r} before '/' is not an IP address", "R8")
+        base = ip
+    try:
+        network = ipaddress.ip_network((base, length))
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            suggestion = ipaddress.ip_network((base, length), strict=False)
+            raise HostError(
+                f"the address has host bits set; did you mean {suggestion}?", "R8"
+            ) from None
+        raise HostError(f"invalid network: {exc}", "R8") from None
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+# --- index -----------------------------------------------------------------------------------
+
+_Entry: TypeAlias = tuple[int, HostPattern, T]
+
+
+class PatternIndex(Generic[T]):
+    """Many patterns, each with a value; lookup cost independent of the number of patterns.
+
+    Exact names and IP addresses are dict keys; wildcards are keyed by their suffix and found
+    by walking the peer's label suffixes; CIDR networks are grouped by (family, prefix length)
+    and keyed by network number, so an IP lookup costs at most one dict probe per prefix length
+    in use (at most 33 for IPv4, 129 for IPv6), whatever the number of networks.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._names: dict[str, list[_Entry[T]]] = {}
+        self._suffixes: dict[str, list[_Entry[T]]] = {}
+        self._ips: dict[IPAddress, list[_Entry[T]]] = {}
+        # version -> [(mask, {network number: entries})], one item per prefix length
+        self._networks: dict[int, list[tuple[int, dict[int, list[_Entry[T]]]]]] = {4: [], 6: []}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, pattern: HostPattern, value: T) -> None:
+        """Add ``pattern`` with ``value``; lookups report values in the order they were added."""
+        entry: _Entry[T] = (self._count, pattern, value)
+        self._count += 1
+        if pattern.kind == "name":
+            self._names.setdefault(pattern.host, []).append(entry)
+        elif pattern.kind == "wildcard":
+            self._suffixes.setdefault(pattern.host, []).append(entry)
+        elif pattern.kind == "ip":
+            assert pattern.ip is not None
+            self._ips.setdefault(pattern.ip, []).append(entry)
+        else:
+            network = pattern.network
+            assert network is not None
+            groups = self._networks[network.version]
+            mask = int(network.netmask)
+            bucket = next((b for m, b in groups if m == mask), None)
+            if bucket is None:
+                bucket = {}
+                groups.append((mask, bucket))
+            bucket.setdefault(int(network.network_address), []).append(entry)
+
+    def lookup(self, peer: Peer, *, host_only: bool = False) -> list[T]:
+        """Every value whose pattern matches ``peer``, in insertion order.
+
+        With ``host_only`` scheme and port are ignored (as for a DNS lookup, which has neither).
+        """
+        found: list[_Entry[T]] = []
+        ip = peer.ip
+        if ip is None:
+            host = peer.host
+            exact = self._names.get(host)
+            if exact:
+                found.extend(exact)
+            if self._suffixes:
+                dot = host.find(".")
+                while dot >= 0:
+                    below = self._suffixes.get(host[dot + 1 :])
+                    if below:
+                        found.extend(below)
+                    dot = host.find(".", dot + 1)
+        else:
+            same = self._ips.get(ip)
+            if same:
+                found.extend(same)
+            groups = self._networks[ip.version]
+            if groups:
+                number = int(ip)
+                for mask, bucket in groups:
+                    inside = bucket.get(number & mask)
+                    if inside:
+                        found.extend(inside)
+        if not found:
+            return []
+        if len(found) > 1:
+            found.sort(key=operator.itemgetter(0))
+        if host_only:
+            return [value for _, _, value in found]
+        return [value for _, pattern, value in found if pattern.admits_scheme_and_port(peer)]

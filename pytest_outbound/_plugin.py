@@ -1,0 +1,452 @@
+"""The pytest glue: options, markers, the ``outbound`` fixture, per-test context and the summary.
+
+Registered through the ``pytest11`` entry point ``outbound`` (so ``-p no:outbound`` disables it).
+All session state lives in one ``OutboundPlugin`` object kept in ``config.stash``; it installs
+the interceptors in ``pytest_configure`` and undoes them exactly in ``pytest_unconfigure``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest.nodes import Node
+
+from pytest_outbound import _hookspecs
+from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
+from pytest_outbound._errors import OutboundBlocked, PolicyError
+from pytest_outbound._fixture import Outbound
+from pytest_outbound._guard import MODES, OFF, Guard, Scope
+from pytest_outbound._hosts import HostError, HostPattern
+from pytest_outbound._intercept import install_all
+from pytest_outbound._policy import Destination, Policy
+from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
+from pytest_outbound._summary import summary_lines
+
+MARKERS = {
+    "outbound_allow": (
+        "outbound_allow(*entries): also permit these destinations (by name) or host patterns"
+        " in this test. See pytest-outbound."
+    ),
+    "outbound_only": (
+        "outbound_only(*entries): only these destinations (by name) or host patterns may be"
+        " contacted in this test. See pytest-outbound."
+    ),
+    "outbound_none": "outbound_none: nothing may be contacted in this test. See pytest-outbound.",
+    "outbound_expect": (
+        "outbound_expect(entry, count=None): fail unless entry (destination name or host"
+        " pattern) was contacted, at least once or exactly count times. See pytest-outbound."
+    ),
+}
+
+PLUGIN_KEY = pytest.StashKey["OutboundPlugin"]()
+CONTEXT_KEY = pytest.StashKey[Context]()
+EXPECT_KEY = pytest.StashKey[tuple[tuple[Entry, "int | None"], ...]]()
+SCOPE_KEY = pytest.StashKey[Scope]()
+
+
+def _mode_type(value: str) -> str:
+    if value not in MODES:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a mode; choose one of: {', '.join(MODES)}"
+        )
+    return value
+
+
+def _pattern_type(value: str) -> str:
+    try:
+        HostPattern.parse(value)
+    except HostError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a host pattern: {exc}") from None
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("outbound", "outbound requests (pytest-outbound)")
+    group.addoption(
+        "--outbound-mode",
+        type=_mode_type,
+        default=None,
+        metavar="MODE",
+        help="audit (record and report, default), enforce (block and fail on undocumented"
+        " egress) or off (patch nothing). Overrides the ini option outbound_mode.",
+    )
+    group.addoption(
+        "--outbound-policy",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a TOML policy file of documented destinations; repeatable. Added to the ini"
+        " option outbound_policy.",
+    )
+    group.addoption(
+        "--outbound-allow",
+        action="append",
+        default=[],
+        type=_pattern_type,
+        metavar="PATTERN",
+        help="also allow this host pattern (example.com, *.example.com, 10.0.0.0/8,"
+        " host:443, https://host); repeatable.",
+    )
+    parser.addini("outbound_mode", "pytest-outbound mode: audit, enforce or off.", default="audit")
+    parser.addini(
+        "outbound_policy",
+        "TOML policy files of documented destinations, relative to the ini file.",
+        type="paths",
+        default=[],
+    )
+    parser.addini(
+        "outbound_allow", "host patterns allowed in every test (one per line).", type="linelist"
+    )
+    parser.addini(
+        "outbound_local",
+        "allow (default): loopback and localhost traffic is not outbound; enforce: judge it too.",
+        default="allow",
+    )
+    parser.addini(
+        "outbound_body_limit",
+        "bytes of each request body kept in the record (default 65536).",
+        default=str(DEFAULT_BODY_LIMIT),
+    )
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(_hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for text in MARKERS.values():
+        config.addinivalue_line("markers", text)
+    mode = config.getoption("outbound_mode") or str(config.getini("outbound_mode")).strip()
+    if mode not in MODES:
+        raise pytest.UsageError(
+            f"outbound_mode = {mode!r} is not a mode; choose one of: {', '.join(MODES)}"
+        )
+    if mode == OFF:
+        return
+    plugin = OutboundPlugin(config, mode, _load_policy(config))
+    config.stash[PLUGIN_KEY] = plugin
+    config.pluginmanager.register(plugin, "outbound-session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(PLUGIN_KEY, None)
+    if plugin is not None:
+        plugin.close()
+        config.pluginmanager.unregister(plugin)
+        del config.stash[PLUGIN_KEY]
+
+
+def _load_policy(config: pytest.Config) -> Policy:
+    paths: list[Path] = list(config.getini("outbound_policy"))
+    paths += [Path(p) for p in config.getoption("outbound_policy")]
+    allowed = [str(p).strip() for p in config.getini("outbound_allow") if str(p).strip()]
+    allowed += config.getoption("outbound_allow")
+    policy = Policy()
+    try:
+        for path in paths:
+            policy = policy.merge(Policy.from_toml(path, _display_path(config, path)))
+        for text in allowed:
+            try:
+                HostPattern.parse(text)
+            except HostError as exc:
+                raise PolicyError(
+                    f"outbound_allow: {text!r} is not a host pattern: {exc}"
+                ) from None
+        return policy.merge(Policy((), tuple(allowed)))
+    except PolicyError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _display_path(config: pytest.Config, path: str | Path) -> str:
+    """``path`` relative to the rootdir when it lies below it, for messages."""
+    try:
+        return str(Path(path).resolve().relative_to(config.rootpath))
+    except ValueError:
+        return str(path)
+
+
+def _int_ini(config: pytest.Config, name: str) -> int:
+    text = str(config.getini(name)).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise pytest.UsageError(f"{name} = {text!r}: write a whole number of bytes, e.g. 65536")
+    return value
+
+
+@pytest.fixture
+def outbound(request: pytest.FixtureRequest) -> Outbound:
+    """This test's outbound requests and tools: ``requests``, ``to``, ``assert_contacted``,
+    ``assert_not_contacted``, ``allow``, ``stub``."""
+    scope = request.node.stash.get(SCOPE_KEY, None)
+    if scope is None:
+        pytest.fail(
+            "the outbound fixture needs pytest-outbound active: outbound_mode is off here"
+            " (set outbound_mode = audit or enforce)",
+            pytrace=False,
+        )
+    return Outbound(scope)
+
+
+class OutboundPlugin:
+    """One pytest session's interception: the guard, per-directory rules, phases, summary."""
+
+    def __init__(self, config: pytest.Config, mode: str, policy: Policy) -> None:
+        self.config = config
+        self.mode = mode
+        local = str(config.getini("outbound_local")).strip()
+        if local not in ("allow", "enforce"):
+            raise pytest.UsageError(f"outbound_local = {local!r}: write allow or enforce")
+        self.root_rules = Rules(policy)
+        self.rules_by_dir: dict[Path, Rules] = {}
+        self.guard = Guard(
+            mode=mode,
+            context=Context(self.root_rules),
+            rootpath=config.rootpath,
+            local_enforce=local == "enforce",
+            body_limit=_int_ini(config, "outbound_body_limit"),
+            on_request=self._on_request,
+            on_violation=self._on_violation,
+        )
+        self._undo = install_all(self.guard)
+
+    def close(self) -> None:
+        self.guard.active = False
+        self._undo()
+
+    def _on_request(self, request: OutboundRequest) -> None:
+        self.config.hook.pytest_outbound_request(request=request)
+
+    def _on_violation(self, request: OutboundRequest) -> None:
+        self.config.hook.pytest_outbound_violation(request=request)
+
+    # -- per-directory and per-test policy -------------------------------------------------
+
+    def rules_for(self, item: pytest.Item) -> Rules:
+        key = item.path.parent
+        rules = self.rules_by_dir.get(key)
+        if rules is None:
+            extra = tuple(self._conftest_destinations(item))
+            rules = Rules(self.root_rules.policy.merge(Policy(extra))) if extra else self.root_rules
+            self.rules_by_dir[key] = rules
+        return rules
+
+    def _conftest_destinations(self, item: pytest.Item) -> Iterable[Destination]:
+        caller = item.ihook.pytest_outbound_destinations
+        for impl in caller.get_hookimpls():
+            filename = getattr(impl.plugin, "__file__", None) or impl.plugin_name
+            source = _display_path(self.config, filename)
+            kwargs = {name: self.config for name in impl.argnames if name == "config"}
+            try:
+                result = impl.function(**kwargs)
+            except PolicyError as exc:
+                raise PolicyError(exc.message, exc.source or source) from None
+            if result is None:
+                continue
+            if not isinstance(result, Iterable) or isinstance(result, str | Destination):
+                raise PolicyError(
+                    f"pytest_outbound_destinations returned {result!r};"
+                    " return a list of Destination(...) objects",
+                    source,
+                )
+            for dest in result:
+                if not isinstance(dest, Destination):
+                    raise PolicyError(
+                        f"pytest_outbound_destinations returned {dest!r};"
+                        " return Destination(...) objects",
+                        source,
+                    )
+                yield dest if dest.source else dataclasses.replace(dest, source=source)
+
+    def context_for(self, item: pytest.Item) -> Context:
+        rules = self.rules_for(item)
+        restriction: str | None = None
+        only: tuple[Entry, ...] = ()
+        source = ""
+        allow: list[Entry] = []
+        expect: list[tuple[Entry, int | None]] = []
+        for node, mark in item.iter_markers_with_node():
+            where = f"@pytest.mark.{mark.name} on {_describe_node(node)}"
+            if mark.name in ("outbound_only", "outbound_none") and restriction is None:
+                restriction = mark.name.removeprefix("outbound_")
+                if restriction == "none" and (mark.args or mark.kwargs):
+                    raise PolicyError(f"{where}: outbound_none takes no arguments")
+                only = tuple(resolve_entry(a, rules, where) for a in mark.args)
+                if restriction == "only" and not only:
+                    raise PolicyError(
+                        f"{where}: name at least one destination or host pattern,"
+                        " or use outbound_none"
+                    )
+                source = where
+            elif mark.name == "outbound_allow":
+                allow.extend(resolve_entry(a, rules, where) for a in mark.args)
+            elif mark.name == "outbound_expect":
+                expect.append(_expect_entry(mark, rules, where))
+        item.stash[EXPECT_KEY] = tuple(expect)
+        if restriction is None and not allow:
+            return Context(rules)
+        return Context(rules, restriction, only, tuple(allow), source)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        try:
+            for item in items:
+                item.stash[CONTEXT_KEY] = self.context_for(item)
+        except PolicyError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def pytest_collection_finish(self) -> None:
+        self.guard.outside_phase = "session"
+
+    # -- phases ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        context = item.stash.get(CONTEXT_KEY, None)
+        if context is None:  # an item made outside collection (rare): build it now
+            try:
+                context = self.context_for(item)
+            except PolicyError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        scope = Scope(item.nodeid, context)
+        item.stash[SCOPE_KEY] = scope
+        return (yield from self._phase(item, scope, "setup"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._phase(item, item.stash[SCOPE_KEY], "call"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
+        scope = item.stash.get(SCOPE_KEY, None) or Scope(item.nodeid, Context(self.rules_for(item)))
+        try:
+            return (yield from self._phase(item, scope, "teardown"))
+        finally:
+            self.guard.scope = None
+
+    def _phase(
+        self, item: pytest.Item, scope: Scope, phase: str
+    ) -> Generator[None, object, object]:
+        scope.phase = phase
+        self.guard.scope = scope
+        try:
+            result = yield
+        except BaseException as exc:
+            self._settle(item, scope, phase, exc)
+            raise
+        self._settle(item, scope, phase, None)
+        return result
+
+    def _settle(
+        self, item: pytest.Item, scope: Scope, phase: str, raised: BaseException | None
+    ) -> None:
+        """After a phase: fail for blocked requests the code swallowed, and unmet expectations."""
+        pending, scope.pending = scope.pending, []
+        if raised is not None:
+            surfaced = {id(e) for e in _exception_chain(raised)}
+            swallowed = [e for e in pending if id(e) not in surfaced]
+            if swallowed:
+                item.add_report_section(phase, "outbound", _swallowed_text(swallowed))
+            return
+        problems = []
+        if pending:
+            problems.append(_swallowed_text(pending))
+        if phase == "call":
+            problems.extend(_unmet_expectations(item.stash.get(EXPECT_KEY, ()), scope))
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def destinations(self) -> list[Destination]:
+        """Every documented destination this session knew, policy files first."""
+        seen: dict[str, Destination] = {d.name: d for d in self.root_rules.policy}
+        for rules in self.rules_by_dir.values():
+            for d in rules.policy:
+                seen.setdefault(d.name, d)
+        return list(seen.values())
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.guard.outside_blocked and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        verbose = self.config.get_verbosity() > 0
+        terminalreporter.write_sep("=", "outbound")
+        for line in summary_lines(
+            self.mode, self.destinations(), self.guard.records, verbose=verbose
+        ):
+            terminalreporter.write_line(line)
+        if self.guard.outside_blocked:
+            n = len(self.guard.outside_blocked)
+            terminalreporter.write_line(
+                f"{n} request(s) outside any test were blocked (enforce): the session fails"
+            )
+
+
+def _describe_node(node: Node) -> str:
+    if isinstance(node, pytest.Class):
+        return f"class {node.name}"
+    if isinstance(node, pytest.Module):
+        return f"module {node.name}"
+    if isinstance(node, pytest.Item):
+        return f"test {node.name}"
+    return node.nodeid or "the session"
+
+
+def _expect_entry(mark: pytest.Mark, rules: Rules, where: str) -> tuple[Entry, int | None]:
+    args = list(mark.args)
+    kwargs = dict(mark.kwargs)
+    count = kwargs.pop("count", args.pop(1) if len(args) > 1 else None)
+    if len(args) != 1 or kwargs:
+        raise PolicyError(f"{where}: write outbound_expect(entry, count=None)")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        raise PolicyError(f"{where}: count must be a whole number, got {count!r}")
+    return resolve_entry(args[0], rules, where), count
+
+
+def _unmet_expectations(
+    expectations: tuple[tuple[Entry, int | None], ...], scope: Scope
+) -> list[str]:
+    problems = []
+    for entry, count in expectations:
+        n = sum(1 for r in scope.records if entry.covers(r))
+        if (count is None and n == 0) or (count is not None and n != count):
+            wanted = "at least once" if count is None else f"exactly {count} time(s)"
+            made = "\n".join(f"  {r.method} {r.url}" for r in scope.records) or "  (none)"
+            problems.append(
+                f"outbound_expect({entry.text!r}): expected to be contacted {wanted},"
+                f" was contacted {n} time(s). Requests in this test:\n{made}"
+            )
+    return problems
+
+
+def _exception_chain(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+
+
+def _swallowed_text(errors: list[OutboundBlocked]) -> str:
+    head = (
+        f"{len(errors)} outbound request(s) were blocked, and the code under test caught the"
+        " OutboundBlocked exception; the test fails anyway (outbound_mode = enforce):"
+    )
+    return "\n\n".join([head, *(e.message for e in errors)])

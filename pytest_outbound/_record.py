@@ -1,0 +1,137 @@
+"""The request record: one ``OutboundRequest`` per observed request, built by every interceptor.
+
+Pure: interceptors turn a library's request into this record; ``decide`` judges it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pytest_outbound._hosts import HostError, Peer, peer_from_url
+
+ALLOWED = "allowed"
+VIOLATION = "violation"
+
+#: Bodies are kept up to this many bytes by default (``outbound_body_limit``).
+DEFAULT_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(slots=True)
+class OutboundRequest:
+    """One observed outbound request (SPEC §4).
+
+    Built by an interceptor, judged by ``decide``; ``verdict``, ``destination`` and
+    ``reasons`` are filled in by the judgement. Field order is the JSON report's order.
+    """
+
+    method: str
+    url: str
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+    fields: tuple[str, ...] = ()
+    client: str = ""
+    destination: str | None = None
+    verdict: str = ALLOWED
+    reasons: list[str] = field(default_factory=list)
+    nodeid: str = ""
+    phase: str = ""
+    location: str = ""
+    thread: str = ""
+    time: float = 0.0
+    #: The canonical peer, or None when the URL's authority is ambiguous (``host_error``).
+    peer: Peer | None = field(default=None, repr=False)
+    host_error: str = field(default="", repr=False)
+    #: The body's size before the cap was applied.
+    body_size: int = field(default=0, repr=False)
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict == ALLOWED
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's view: every SPEC §4 key except ``body``."""
+        return {
+            "method": self.method,
+            "url": self.url,
+            "scheme": self.scheme,
+            "host": self.host,
+            "port": self.port,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "fields": list(self.fields),
+            "client": self.client,
+            "destination": self.destination,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "nodeid": self.nodeid,
+            "phase": self.phase,
+            "location": self.location,
+            "thread": self.thread,
+            "time": self.time,
+        }
+
+
+def build_request(
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+    body: bytes | None = None,
+    client: str,
+    body_limit: int = DEFAULT_BODY_LIMIT,
+) -> OutboundRequest:
+    """Turn what a client is about to send into an unjudged ``OutboundRequest``."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    header_map = {str(k): str(v) for k, v in items}
+    parts = urlsplit(url) if _is_plain(url) else None
+    try:
+        peer: Peer | None = peer_from_url(url)
+        host_error = ""
+    except HostError as exc:
+        peer = None
+        host_error = str(exc)
+    if parts is not None:
+        scheme, path, query_text = parts.scheme.lower(), parts.path or "/", parts.query
+    else:
+        scheme, path, query_text = url.partition(":")[0].lower(), "", ""
+    raw = body or b""
+    return OutboundRequest(
+        method=method.upper(),
+        url=url,
+        scheme=peer.scheme if peer else scheme,
+        host=peer.host if peer else _raw_host(url),
+        port=peer.port if peer else None,
+        path=path,
+        query=parse_qs(query_text, keep_blank_values=True) if query_text else {},
+        headers=header_map,
+        body=raw[:body_limit],
+        client=client,
+        peer=peer,
+        host_error=host_error,
+        body_size=len(raw),
+    )
+
+
+def _is_plain(url: str) -> bool:
+    try:
+        urlsplit(url)
+    except ValueError:
+        return False
+    return True
+
+
+def _raw_host(url: str) -> str:
+    """The authority as written, for display only (the URL was not parseable)."""
+    rest = url.split("://", 1)[-1]
+    for stop in "/?#":
+        rest = rest.split(stop, 1)[0]
+    return rest

@@ -1,0 +1,81 @@
+"""The terminal summary section ``outbound`` (SPEC §6), rendered from the records alone."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pytest_outbound._policy import Destination
+from pytest_outbound._record import OutboundRequest
+
+
+@dataclass(frozen=True)
+class DestinationUse:
+    destination: Destination
+    count: int
+    tests: tuple[str, ...]
+
+
+def destination_uses(
+    destinations: Sequence[Destination], records: Sequence[OutboundRequest]
+) -> list[DestinationUse]:
+    counts: Counter[str] = Counter()
+    tests: dict[str, dict[str, None]] = {}
+    for r in records:
+        if r.destination is not None:
+            counts[r.destination] += 1
+            if r.nodeid:
+                tests.setdefault(r.destination, {})[r.nodeid] = None
+    return [DestinationUse(d, counts[d.name], tuple(tests.get(d.name, {}))) for d in destinations]
+
+
+def summary_lines(
+    mode: str,
+    destinations: Sequence[Destination],
+    records: Sequence[OutboundRequest],
+    *,
+    verbose: bool = False,
+) -> list[str]:
+    """The lines of the ``outbound`` section, stable for the same input."""
+    violations = [r for r in records if r.verdict == "violation"]
+    uses = destination_uses(destinations, records)
+    exercised = [u for u in uses if u.count]
+    lines = [
+        f"mode: {mode}; {len(records)} outbound request(s), {len(violations)} violation(s);"
+        f" {len(exercised)} of {len(uses)} documented destination(s) exercised"
+    ]
+    if exercised:
+        lines.append("destinations contacted:")
+        for u in exercised:
+            tests = _shorten_list(u.tests, 3 if not verbose else len(u.tests))
+            lines.append(
+                f"  {u.destination.name} ({', '.join(u.destination.hosts)}):"
+                f" {u.count} request(s) in {len(u.tests)} test(s){tests}"
+            )
+    if violations:
+        lines.append("violations:")
+        for r in violations:
+            where = r.nodeid or f"<{r.phase}>"
+            reason = ", ".join(r.reasons)
+            loc = f" at {r.location}" if r.location else ""
+            lines.append(f"  {where}{loc}: {r.method} {r.url} [{r.client}] {reason}")
+    undocumented = Counter(r.host for r in records if r.destination is None)
+    if undocumented:
+        lines.append("undocumented hosts:")
+        lines.extend(f"  {host} ({n} request(s))" for host, n in sorted(undocumented.items()))
+    unexercised = [u for u in uses if not u.count]
+    if unexercised:
+        lines.append("documented destinations no test exercised:")
+        lines.extend(
+            f"  {u.destination.name} ({', '.join(u.destination.hosts)})" for u in unexercised
+        )
+    return lines
+
+
+def _shorten_list(items: Sequence[str], limit: int) -> str:
+    if not items:
+        return ""
+    shown = ", ".join(items[:limit])
+    more = len(items) - limit
+    return f": {shown}" + (f" and {more} more" if more > 0 else "")

@@ -1,0 +1,53 @@
+"""Shared test helpers: a loopback HTTP server that pytester-made test files can import."""
+
+from __future__ import annotations
+
+import pytest
+
+# A tiny loopback server for inner (pytester) test runs. It answers every GET with 200 and the
+# path, except /redirect?to=URL which answers 302 to URL. Loopback only: nothing leaves.
+LOOPBACK_SERVER = """
+import http.server
+import threading
+import contextlib
+from urllib.parse import parse_qs, urlsplit
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        parts = urlsplit(self.path)
+        if parts.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", parse_qs(parts.query)["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = parts.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+"""
+
+
+@pytest.fixture
+def loopback(pytester: pytest.Pytester) -> None:
+    """Make ``from loopback import serve`` work in the pytester test files."""
+    pytester.makepyfile(loopback=LOOPBACK_SERVER)
