@@ -25,6 +25,8 @@ class Verdict:
     destination: str | None
     reasons: tuple[str, ...] = ()
     detail: tuple[str, ...] = ()
+    #: The documented destination that almost matched (host did, scheme/port/... did not).
+    closest: str | None = None
 
 
 class Rules:
@@ -179,10 +181,10 @@ def decide(request: OutboundRequest, context: Context) -> Verdict:
             text = f"this test is marked {marker}{where}: only {listed} may be contacted"
         return Verdict(False, name, (marker,), (text,))
     if near:
-        dest, faults = near[0]
+        dest, faults = min(near, key=lambda pair: len(pair[1]))  # the closest documented one
         reasons = tuple(code for code, _ in faults)
         detail = tuple(f"destination {dest.name!r}: {text}" for _, text in faults)
-        return Verdict(False, None, reasons, detail)
+        return Verdict(False, None, reasons, detail, dest.name)
     return Verdict(
         False,
         None,

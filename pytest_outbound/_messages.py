@@ -35,8 +35,8 @@ def blocked_message(request: OutboundRequest, verdict: Verdict, context: Context
     elif codes & {"outbound_none", "outbound_only"}:
         lines.append("  to allow it in this test on purpose, add:")
         lines.append(f"{_INDENT}{allow_marker}")
-    elif codes & {"scheme", "port", "method", "path"} and request.peer is not None:
-        dest = next((d for d in rules.candidates(request.peer)), None)
+    elif verdict.closest is not None:
+        dest = rules.by_name.get(verdict.closest)
         if dest is not None:
             lines.append(
                 f"  to document it, extend destination {dest.name!r} ({_file_of(dest.source)}):"
