@@ -9,14 +9,16 @@ sentence a person reads for each.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
+from pytest_outbound._contract import breach_reason, check_payload, format_contract_diff
 from pytest_outbound._errors import PolicyError
+from pytest_outbound._fields import compile_path_template
 from pytest_outbound._hosts import HostError, HostPattern, PatternIndex, Peer
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import OutboundRequest
+from pytest_outbound._sensitive import SensitiveScanner
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +32,14 @@ class Verdict:
 
 
 class Rules:
-    """A ``Policy`` compiled for fast lookups: host pattern index -> destinations."""
+    """A ``Policy`` compiled for fast lookups: host pattern index -> destinations.
 
-    def __init__(self, policy: Policy) -> None:
+    ``scanner`` holds the values that must never leave the machine (SPEC §5.3).
+    """
+
+    def __init__(self, policy: Policy, scanner: SensitiveScanner | None = None) -> None:
         self.policy = policy
+        self.scanner = scanner if scanner else None
         self.by_name = {d.name: d for d in policy.destinations}
         self.index: PatternIndex[Destination] = PatternIndex()
         for dest in policy.destinations:
@@ -139,8 +145,70 @@ class Context:
         return bool(self._patterns.lookup(peer)) if len(self._patterns) else False
 
 
-def decide(request: OutboundRequest, context: Context) -> Verdict:
-    """Judge one request against the test's context. Pure and stateless."""
+def decide(
+    request: OutboundRequest,
+    context: Context,
+    *,
+    history: Mapping[str, float] | None = None,
+) -> Verdict:
+    """Judge one request against the test's context.
+
+    Where it goes (host, scheme, port, method, path, markers), then what it carries (the
+    destination's payload contract, this machine's sensitive values), then when (``min_interval``
+    against ``history``: when each destination was last contacted, by the application's clock).
+    Pure: the same inputs give the same verdict.
+    """
+    verdict = _judge_destination(request, context)
+    dest = context.rules.by_name.get(verdict.destination) if verdict.destination else None
+    reasons: list[str] = []
+    detail: list[str] = []
+    if dest is not None:
+        request.templates = dest.paths
+        if dest.payload is not None:
+            fields = request.field_values()
+            breaches = check_payload(dest.payload, fields)
+            if breaches:
+                reasons.extend(breach_reason(b) for b in breaches)
+                detail.append(format_contract_diff(dest.payload, fields, breaches, name=dest.name))
+        interval = dest.min_interval_seconds
+        last = history.get(dest.name) if history and interval else None
+        if interval and last is not None and request.time - last < interval:
+            reasons.append("interval")
+            detail.append(
+                f"destination {dest.name!r} was contacted {_ago(request.time - last)} ago;"
+                f" its min_interval is {dest.min_interval}"
+            )
+    scanner = context.rules.scanner
+    if scanner is not None:
+        for hit in scanner.scan(
+            url=request.url, headers=list(request.headers.items()), body=request.full_body
+        ):
+            reasons.append(f"sensitive:{hit.kind}")
+            detail.append(
+                f"carries this machine's {hit.kind} ({hit.redacted}) in {hit.where}"
+                f"{'' if hit.encoding == 'raw' else f' ({hit.encoding})'}; it must never leave"
+            )
+    if not reasons:
+        return verdict
+    return Verdict(
+        False,
+        verdict.destination,
+        verdict.reasons + tuple(reasons),
+        verdict.detail + tuple(detail),
+        verdict.closest,
+    )
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
+    """Where the request goes: documented, permitted by markers, or neither (and why)."""
     peer = request.peer
     if peer is None:
         why = request.host_error or "the URL's host cannot be determined"
@@ -215,25 +283,7 @@ def _constraint_faults(dest: Destination, request: OutboundRequest) -> list[tupl
 
 def path_matches(pattern: str, path: str) -> bool:
     """Path globs (``*`` one segment, ``**`` any) and templates (``/api/{version}/check``)."""
-    return _path_regex(pattern).fullmatch(path) is not None
-
-
-_PATH_TOKEN = re.compile(r"\*\*|\*|\{[^/{}]+\}|[^*{]+|.")
-
-
-@lru_cache(maxsize=1024)
-def _path_regex(pattern: str) -> re.Pattern[str]:
-    out: list[str] = []
-    for token in _PATH_TOKEN.findall(pattern):
-        if token == "**":
-            out.append(".*")
-        elif token == "*":
-            out.append("[^/]*")
-        elif token.startswith("{") and token.endswith("}") and len(token) > 2:
-            out.append("[^/]+")
-        else:
-            out.append(re.escape(token))
-    return re.compile("".join(out))
+    return compile_path_template(pattern)[0].fullmatch(path) is not None
 
 
 def documented_summary(rules: Rules, limit: int = 8) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_outbound._contract import check_payload, format_contract_diff
 from pytest_outbound._decide import Entry, resolve_entry
 from pytest_outbound._errors import PolicyError
 from pytest_outbound._guard import Scope
+from pytest_outbound._policy import Payload
 from pytest_outbound._record import OutboundRequest
 from pytest_outbound._stubs import Stub
 
@@ -58,6 +60,42 @@ class Outbound:
         if found:
             lines = "\n".join(f"  {r.method} {r.url} ({r.location})" for r in found)
             raise AssertionError(f"{entry!r} was contacted {len(found)} time(s):\n{lines}")
+
+    def assert_payload(
+        self,
+        entry: str,
+        fields: Sequence[str] | None = None,
+        required: Sequence[str] = (),
+        match: Mapping[str, str] | None = None,
+    ) -> None:
+        """Fail unless every request to ``entry`` in this test keeps this ad-hoc contract.
+
+        ``fields``: the only fields allowed; ``required``: fields that must be present;
+        ``match``: per-field regex or named format (uuid, semver, int, iso8601).
+        """
+        __tracebackhide__ = True
+        payload = Payload(
+            fields=None if fields is None else tuple(fields),
+            required=tuple(required),
+            match=dict(match or {}),
+        )
+        found = self.to(entry)
+        if not found:
+            raise AssertionError(
+                f"{entry!r} was not contacted in this test\n{self._contacted_text()}"
+            )
+        problems = []
+        for request in found:
+            values = request.field_values()
+            breaches = check_payload(payload, values)
+            if breaches:
+                diff = format_contract_diff(payload, values, breaches, name=entry)
+                problems.append(f"{request.method} {request.url} ({request.location}):\n{diff}")
+        if problems:
+            raise AssertionError(
+                f"{len(problems)} of {len(found)} request(s) to {entry!r} break the payload"
+                " contract:\n" + "\n".join(problems)
+            )
 
     def allow(self, *entries: str) -> None:
         """Permit these destinations or host patterns too, from now on, in this test."""

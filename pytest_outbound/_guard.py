@@ -71,6 +71,8 @@ class Scope:
     stubs: list[Stub] = field(default_factory=list)
     #: Blocked exceptions raised in the current phase, not yet seen to reach pytest.
     pending: list[OutboundBlocked] = field(default_factory=list)
+    #: When each destination was last contacted in this test (for ``min_interval``).
+    last_sent: dict[str, float] = field(default_factory=dict)
 
 
 class Guard:
@@ -95,6 +97,7 @@ class Guard:
         self.outside_phase = "collect"
         self.records: list[OutboundRequest] = []
         self.outside_blocked: list[OutboundRequest] = []
+        self.last_sent: dict[str, float] = {}
         self.local_enforce = local_enforce
         self.body_limit = body_limit
         self._rootpath = rootpath
@@ -118,7 +121,9 @@ class Guard:
             return False
         scope = self.scope
         context = scope.context if scope is not None else self.session_context
-        verdict = decide(request, context)
+        history = scope.last_sent if scope is not None else self.last_sent
+        request.time = time.time()  # the application's clock: time-machine/freezegun apply
+        verdict = decide(request, context, history=history)
         request.destination = verdict.destination
         request.verdict = "allowed" if verdict.allowed else "violation"
         request.reasons = list(verdict.reasons)
@@ -128,11 +133,16 @@ class Guard:
             request.phase = self.outside_phase
         request.location = self._location()
         request.thread = threading.current_thread().name
-        request.time = time.time()
+        if request.body_size > len(request.body):
+            request.field_values()  # from the whole body, before it is let go
+        request.full_body = b""
+        leaves = verdict.allowed or self.mode != ENFORCE
         with self._lock:
             self.records.append(request)
             if scope is not None:
                 scope.records.append(request)
+            if leaves and request.destination is not None:
+                history[request.destination] = request.time
         if self._on_request is not None:
             self._on_request(request)
         if verdict.allowed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -53,12 +54,47 @@ def _admit(guard: Guard, record: OutboundRequest) -> Stub | None:
     return stub
 
 
-def _requests_body(body: object) -> bytes:
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode("utf-8")
+def _as_bytes(chunk: object) -> bytes:
+    if isinstance(chunk, bytes):
+        return chunk
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, bytearray | memoryview):
+        return bytes(chunk)
     return b""
+
+
+def _capture_requests_body(request: Any) -> bytes:
+    """The body a ``PreparedRequest`` will send, leaving an equivalent body in its place.
+
+    bytes/str are read as they are. A file is read and rewound (or, when it cannot seek,
+    replaced by an in-memory copy); a generator or other iterable is drained and replaced by an
+    iterator over the same chunks, so the transport or mock still receives every byte.
+    """
+    body = request.body
+    if body is None or isinstance(body, bytes | str | bytearray | memoryview):
+        return _as_bytes(body)
+    read = getattr(body, "read", None)
+    if callable(read):
+        try:
+            start: int | None = body.tell()
+        except (OSError, AttributeError, ValueError):
+            start = None
+        data = _as_bytes(read())
+        if start is not None:
+            try:
+                body.seek(start)
+                return data
+            except (OSError, ValueError):
+                pass
+        request.body = io.BytesIO(data)
+        return data
+    try:
+        chunks = list(body)
+    except TypeError:
+        return b""
+    request.body = iter(chunks)
+    return b"".join(_as_bytes(c) for c in chunks)
 
 
 def install_requests(guard: Guard) -> Undo:
@@ -74,7 +110,7 @@ def install_requests(guard: Guard) -> Undo:
             request.method or "GET",
             request.url or "",
             headers=request.headers,
-            body=_requests_body(request.body),
+            body=_capture_requests_body(request),
             client="requests",
             body_limit=guard.body_limit,
         )
@@ -86,13 +122,7 @@ def install_requests(guard: Guard) -> Undo:
     return _patch(requests.Session, "send", send)
 
 
-def _httpx_record(request: Any, guard: Guard) -> OutboundRequest:
-    import httpx
-
-    try:
-        body = request.content
-    except httpx.RequestNotRead:
-        body = b""
+def _httpx_record(request: Any, body: bytes, guard: Guard) -> OutboundRequest:
     return build_request(
         request.method,
         str(request.url),
@@ -117,7 +147,8 @@ def install_httpx(guard: Guard) -> Undo:
     def send_single(self: httpx.Client, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
         if guard.active:
-            stub = _admit(guard, _httpx_record(request, guard))
+            # A streaming body is read once into a replayable ByteStream (httpx's own read()).
+            stub = _admit(guard, _httpx_record(request, request.read(), guard))
             if stub is not None:
                 token = stub_transport.set(stub.transport)
                 try:
@@ -129,7 +160,7 @@ def install_httpx(guard: Guard) -> Undo:
     async def send_single_async(self: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
         if guard.active:
-            stub = _admit(guard, _httpx_record(request, guard))
+            stub = _admit(guard, _httpx_record(request, await request.aread(), guard))
             if stub is not None:
                 token = stub_transport.set(stub.transport)
                 try:

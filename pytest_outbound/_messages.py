@@ -1,14 +1,14 @@
 """The words a person reads when a request is blocked: what, from where, why, and the fix.
 
 Every message ends with the exact TOML lines or marker that would make the request allowed on
-purpose.
+purpose, or says what to change in the code when nothing should allow it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pytest_outbound._decide import Context, Verdict, documented_summary, suggest_name
+from pytest_outbound._decide import Context, Rules, Verdict, documented_summary, suggest_name
 from pytest_outbound._record import OutboundRequest
 
 _INDENT = "    "
@@ -21,53 +21,75 @@ def blocked_message(request: OutboundRequest, verdict: Verdict, context: Context
         f"outbound request blocked: {request.method} {request.url} (client: {request.client})",
         f"  from: {where}{test}",
     ]
-    lines.extend(f"  why:  {text}" for text in verdict.detail)
+    for text in verdict.detail:
+        first, *rest = text.splitlines()
+        lines.append(f"  why:  {first}")
+        lines.extend(f"        {line}" for line in rest)
     rules = context.rules
     lines.append(f"  documented: {documented_summary(rules)}")
-    host = request.host
-    allow_marker = f'@pytest.mark.outbound_allow("{host}")'
+    lines.extend(_fixes(request, verdict, rules))
+    return "\n".join(lines)
+
+
+def _fixes(request: OutboundRequest, verdict: Verdict, rules: Rules) -> list[str]:
     codes = set(verdict.reasons)
+    dest = rules.by_name.get(verdict.destination or verdict.closest or "")
+    allow_marker = f'{_INDENT}@pytest.mark.outbound_allow("{request.host}")'
     if "ambiguous-host" in codes:
-        lines.append(
+        return [
             "  fix: correct the URL; an ambiguous host cannot be documented"
             " because clients disagree on where it goes"
+        ]
+    out: list[str] = []
+    if codes & {"outbound_none", "outbound_only"}:
+        out += ["  to allow it in this test on purpose, add:", allow_marker]
+    elif dest is not None and codes & {"scheme", "port", "method", "path"}:
+        out.append(f"  to document it, extend destination {dest.name!r} ({_file_of(dest.source)}):")
+        for code, key, items in (
+            ("scheme", "schemes", [*dest.schemes, request.scheme]),
+            ("port", "ports", [*dest.ports, request.port]),
+            ("method", "methods", [*dest.methods, request.method]),
+            ("path", "paths", [*dest.paths, request.path]),
+        ):
+            if code in codes:
+                out.append(f"{_INDENT}{key} = {_toml_list(items)}")
+    elif "undocumented" in codes:
+        out += _new_destination(request.host, rules)
+        out += ["  or allow it in this test only:", allow_marker]
+    extra = sorted(c.split(":", 2)[2] for c in codes if c.startswith("payload:extra:"))
+    if dest is not None and dest.payload is not None and dest.payload.fields is not None and extra:
+        out.append(
+            f"  if the documentation should admit it, extend destination {dest.name!r}"
+            f" ({_file_of(dest.source)}):"
         )
-    elif codes & {"outbound_none", "outbound_only"}:
-        lines.append("  to allow it in this test on purpose, add:")
-        lines.append(f"{_INDENT}{allow_marker}")
-    elif verdict.closest is not None:
-        dest = rules.by_name.get(verdict.closest)
-        if dest is not None:
-            lines.append(
-                f"  to document it, extend destination {dest.name!r} ({_file_of(dest.source)}):"
-            )
-            for code, value in (
-                ("scheme", ("schemes", [*dest.schemes, request.scheme])),
-                ("port", ("ports", [*dest.ports, request.port])),
-                ("method", ("methods", [*dest.methods, request.method])),
-                ("path", ("paths", [*dest.paths, request.path])),
-            ):
-                if code in codes:
-                    key, items = value
-                    lines.append(f"{_INDENT}{key} = {_toml_list(items)}")
-    else:
-        taken = list(rules.by_name)
-        policy_file = next((_file_of(d.source) for d in rules.policy if d.source), "")
-        target = policy_file or "your policy file (ini option outbound_policy)"
-        lines.append(f"  to document it, add to {target}:")
-        lines.extend(
-            _INDENT + line
-            for line in (
-                "[[destination]]",
-                f'name = "{suggest_name(host, taken)}"',
-                f'hosts = ["{host}"]',
-                'description = "What this request is for."',
-                'when = "When the code makes it."',
-            )
+        out.append(f"{_INDENT}fields = {_toml_list([*dest.payload.fields, *extra])}")
+        out.append("  otherwise stop the code from sending it")
+    elif any(c.startswith("payload:") for c in codes):
+        out.append("  fix: make the request carry what the contract says (or change the contract)")
+    if any(c.startswith("sensitive:") for c in codes):
+        out.append(
+            "  fix: this machine's own data must not leave it; remove it from the request."
+            " If the value is not secret, see outbound_sensitive_ignore in the README"
         )
-        lines.append("  or allow it in this test only:")
-        lines.append(f"{_INDENT}{allow_marker}")
-    return "\n".join(lines)
+    if "interval" in codes and dest is not None:
+        out.append(
+            f"  fix: wait at least {dest.min_interval} between requests to {dest.name!r},"
+            " or change its min_interval"
+        )
+    return out
+
+
+def _new_destination(host: str, rules: Rules) -> list[str]:
+    policy_file = next((_file_of(d.source) for d in rules.policy if d.source), "")
+    target = policy_file or "your policy file (ini option outbound_policy)"
+    body = (
+        "[[destination]]",
+        f'name = "{suggest_name(host, list(rules.by_name))}"',
+        f'hosts = ["{host}"]',
+        'description = "What this request is for."',
+        'when = "When the code makes it."',
+    )
+    return [f"  to document it, add to {target}:", *(_INDENT + line for line in body)]
 
 
 def _file_of(source: str) -> str:
@@ -76,7 +98,4 @@ def _file_of(source: str) -> str:
 
 
 def _toml_list(items: Sequence[object]) -> str:
-    out = []
-    for item in items:
-        out.append(str(item) if isinstance(item, int) else f'"{item}"')
-    return "[" + ", ".join(out) + "]"
+    return "[" + ", ".join(str(i) if isinstance(i, int) else f'"{i}"' for i in items) + "]"

@@ -25,6 +25,12 @@ from pytest_outbound._hosts import HostError, HostPattern
 from pytest_outbound._intercept import install_all
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
+from pytest_outbound._sensitive import (
+    COMMON_WORDS,
+    SensitiveScanner,
+    SensitiveValue,
+    machine_values,
+)
 from pytest_outbound._summary import summary_lines
 
 MARKERS = {
@@ -108,6 +114,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="allow",
     )
     parser.addini(
+        "outbound_sensitive",
+        "values that must never leave the machine, one per line: 'kind: value' or 'value'.",
+        type="linelist",
+    )
+    parser.addini(
+        "outbound_sensitive_ignore",
+        "values never scanned for (false positives), one per line; added to the common words.",
+        type="linelist",
+    )
+    parser.addini(
+        "outbound_sensitive_min_length",
+        "values shorter than this are not scanned for (default 4).",
+        default="4",
+    )
+    parser.addini(
+        "outbound_sensitive_machine",
+        "scan for this machine's hostname, FQDN, user, home, IP and MAC addresses (default true).",
+        type="bool",
+        default=True,
+    )
+    parser.addini(
         "outbound_body_limit",
         "bytes of each request body kept in the record (default 65536).",
         default=str(DEFAULT_BODY_LIMIT),
@@ -170,15 +197,33 @@ def _display_path(config: pytest.Config, path: str | Path) -> str:
         return str(path)
 
 
-def _int_ini(config: pytest.Config, name: str) -> int:
+def _int_ini(config: pytest.Config, name: str, example: str) -> int:
     text = str(config.getini(name)).strip()
     try:
         value = int(text)
     except ValueError:
         value = -1
     if value < 0:
-        raise pytest.UsageError(f"{name} = {text!r}: write a whole number of bytes, e.g. 65536")
+        raise pytest.UsageError(f"{name} = {text!r}: write a whole number, e.g. {example}")
     return value
+
+
+def _sensitive_scanner(config: pytest.Config) -> SensitiveScanner:
+    """This machine's values, the ini option's, and every plugin's/conftest's hook results."""
+    values = machine_values() if config.getini("outbound_sensitive_machine") else []
+    for line in config.getini("outbound_sensitive"):
+        kind, sep, value = str(line).partition(":")
+        kind, value = (kind.strip(), value.strip()) if sep else ("sensitive", kind.strip())
+        if value:
+            values.append(SensitiveValue(kind or "sensitive", value))
+    for result in config.hook.pytest_outbound_sensitive_values(config=config):
+        for kind, items in dict(result or {}).items():
+            if isinstance(items, str):
+                items = [items]
+            values.extend(SensitiveValue(str(kind), str(v)) for v in items if str(v))
+    ignore = COMMON_WORDS | {str(v).strip() for v in config.getini("outbound_sensitive_ignore")}
+    min_length = _int_ini(config, "outbound_sensitive_min_length", "4")
+    return SensitiveScanner(values, min_length=min_length, ignore=ignore)
 
 
 @pytest.fixture
@@ -204,14 +249,15 @@ class OutboundPlugin:
         local = str(config.getini("outbound_local")).strip()
         if local not in ("allow", "enforce"):
             raise pytest.UsageError(f"outbound_local = {local!r}: write allow or enforce")
-        self.root_rules = Rules(policy)
+        self.scanner = _sensitive_scanner(config)
+        self.root_rules = Rules(policy, self.scanner)
         self.rules_by_dir: dict[Path, Rules] = {}
         self.guard = Guard(
             mode=mode,
             context=Context(self.root_rules),
             rootpath=config.rootpath,
             local_enforce=local == "enforce",
-            body_limit=_int_ini(config, "outbound_body_limit"),
+            body_limit=_int_ini(config, "outbound_body_limit", "65536"),
             on_request=self._on_request,
             on_violation=self._on_violation,
         )
@@ -234,7 +280,10 @@ class OutboundPlugin:
         rules = self.rules_by_dir.get(key)
         if rules is None:
             extra = tuple(self._conftest_destinations(item))
-            rules = Rules(self.root_rules.policy.merge(Policy(extra))) if extra else self.root_rules
+            if extra:
+                rules = Rules(self.root_rules.policy.merge(Policy(extra)), self.scanner)
+            else:
+                rules = self.root_rules
             self.rules_by_dir[key] = rules
         return rules
 

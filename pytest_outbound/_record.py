@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pytest_outbound._fields import Fields, extract_fields
 from pytest_outbound._hosts import HostError, Peer, peer_from_url
 
 ALLOWED = "allowed"
@@ -36,7 +37,6 @@ class OutboundRequest:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes = b""
-    fields: tuple[str, ...] = ()
     client: str = ""
     destination: str | None = None
     verdict: str = ALLOWED
@@ -51,10 +51,32 @@ class OutboundRequest:
     host_error: str = field(default="", repr=False)
     #: The body's size before the cap was applied.
     body_size: int = field(default=0, repr=False)
+    #: The whole body, kept only until the verdict (the record keeps ``body``, capped).
+    full_body: bytes = field(default=b"", repr=False)
+    #: Path templates of the destination, for path-template fields.
+    templates: tuple[str, ...] = field(default=(), repr=False)
+    _fields: Fields | None = field(default=None, repr=False)
 
     @property
     def allowed(self) -> bool:
         return self.verdict == ALLOWED
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names of the fields this request carries (SPEC §5.1), in order."""
+        return tuple(self.field_values().values)
+
+    def field_values(self) -> Fields:
+        """Every field with its values; extracted once, on first use."""
+        if self._fields is None:
+            self._fields = extract_fields(
+                path=self.path,
+                query=urlsplit(self.url).query if _is_plain(self.url) else "",
+                headers=list(self.headers.items()),
+                body=self.full_body or self.body,
+                templates=self.templates,
+            )
+        return self._fields
 
     def to_json(self) -> dict[str, Any]:
         """The report's view: every SPEC §4 key except ``body``."""
@@ -114,6 +136,7 @@ def build_request(
         query=parse_qs(query_text, keep_blank_values=True) if query_text else {},
         headers=header_map,
         body=raw[:body_limit],
+        full_body=raw,
         client=client,
         peer=peer,
         host_error=host_error,

@@ -92,7 +92,8 @@ def test_restriction_message_names_the_marker() -> None:
 def test_resolve_entry_prefers_destination_names() -> None:
     assert resolve_entry("nuget", RULES, "x").destination == "nuget"
     entry = resolve_entry("*.nuget.org", RULES, "x")
-    assert entry.destination is None and entry.pattern is not None
+    assert entry.destination is None
+    assert entry.pattern is not None
     with pytest.raises(PolicyError, match="'a b' is neither a documented destination"):
         resolve_entry("a b", RULES, "x")
     with pytest.raises(PolicyError, match="must be a destination name or a host pattern"):

@@ -80,7 +80,7 @@ def test_each_mock_library_is_observed_identically(pytester: pytest.Pytester, mo
     assert seen == [
         {
             "destination": "update-check",
-            "fields": [],
+            "fields": ["v", "header:x-trace", "id"],
             "host": "octopus.com",
             "method": "POST",
             "path": "/api/check",
