@@ -51,3 +51,14 @@ def serve():
 def loopback(pytester: pytest.Pytester) -> None:
     """Make ``from loopback import serve`` work in the pytester test files."""
     pytester.makepyfile(loopback=LOOPBACK_SERVER)
+
+
+@pytest.fixture(autouse=True)
+def _inner_runs_configure_pytest_asyncio(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest-asyncio (installed for the coexistence tests) warns in every inner run whose ini
+    leaves its loop scope unset; set it, as its users do, so the warning cannot mask ours."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
