@@ -55,6 +55,7 @@ Breaking a rule raises :class:`HostError`; its message is the reason shown to th
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import operator
@@ -160,13 +161,14 @@ def peer_from_url(url: str) -> Peer:
     head = _URL_HEAD.match(url)
     if head is None:
         raise HostError(f"{_clip(url)} is not an absolute URL of the form scheme://host", "R2")
-    if head.group(2) is None:
+    scheme, slashes, authority = head.groups()
+    if slashes is None:
         raise HostError(
             f"{_clip(url)} has no '//' authority after the scheme, so the host it reaches is "
             "not defined",
             "R2",
         )
-    return _peer_from_authority(head.group(1).lower(), head.group(3))
+    return _peer_from_authority(scheme, authority)
 
 
 def peer_from_address(host: str, port: int | None = None, scheme: str = "") -> Peer:
@@ -228,6 +230,7 @@ def _reject_ambiguous(text: str, what: str, original: str = "") -> None:
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _peer_from_authority(scheme: str, authority: str) -> Peer:
+    scheme = scheme.lower()
     _reject_ambiguous(authority, "the authority")
     host, port_text = _split_host_port(authority.rpartition("@")[2], authority)
     port = default_port(scheme) if port_text is None else _parse_port(port_text, authority)
@@ -605,15 +608,15 @@ def _parse_network(text: str) -> IPNetwork:
         if ip is None:
             raise HostError(f"{text_ip!r} before '/' is not an IP address", "R8")
         base = ip
-    try:
-        network = ipaddress.ip_network((base, length))
-    except ValueError as exc:
-        if "host bits set" in str(exc):
-            suggestion = ipaddress.ip_network((base, length), strict=False)
-            raise HostError(
-                f"the address has host bits set; did you mean {suggestion}?", "R8"
-            ) from None
-        raise HostError(f"invalid network: {exc}", "R8") from None
+    if length > base.max_prefixlen:
+        raise HostError(
+            f"the prefix length {length} is longer than the {base.max_prefixlen} bits of an "
+            f"IPv{base.version} address",
+            "R8",
+        )
+    network = ipaddress.ip_network((base, length), strict=False)
+    if network.network_address != base:
+        raise HostError(f"the address has host bits set; did you mean {network}?", "R8")
     if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
         mapped = network.network_address.ipv4_mapped
         if mapped is not None:
@@ -621,18 +624,30 @@ def _parse_network(text: str) -> IPNetwork:
     return network
 
 
-# --- index -----------------------------------------------------------------------------------
+# --- index ---------------------------------------------------------------------------------
 
-_Entry: TypeAlias = tuple[int, HostPattern, T]
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _label_suffixes(host: str) -> tuple[str, ...]:
+    """``a.b.c`` -> ``("b.c", "c")``: the names a wildcard ``*.x`` of ``host`` could name."""
+    labels = host.split(".")
+    return tuple(".".join(labels[i:]) for i in range(1, len(labels)))
+
+
+_Entry: TypeAlias = tuple[int, HostPattern, T]  # (insertion number, pattern, value)
+_Ranges: TypeAlias = tuple[list[int], list[tuple[_Entry[T], ...]]]
 
 
 class PatternIndex(Generic[T]):
     """Many patterns, each with a value; lookup cost independent of the number of patterns.
 
     Exact names and IP addresses are dict keys; wildcards are keyed by their suffix and found
-    by walking the peer's label suffixes; CIDR networks are grouped by (family, prefix length)
-    and keyed by network number, so an IP lookup costs at most one dict probe per prefix length
-    in use (at most 33 for IPv4, 129 for IPv6), whatever the number of networks.
+    by walking the peer's label suffixes (one probe per label; the suffixes are cached per
+    host). CIDR networks of one family are flattened, on the first lookup after an ``add``,
+    into sorted disjoint address ranges, each listing the networks that cover it; an IP lookup
+    is then one C-level binary search (``bisect``: 15 comparisons for 10,000 networks)
+    whatever the prefix lengths in use. ``add`` is meant for setting the index up, not for
+    racing concurrent lookups.
     """
 
     def __init__(self) -> None:
@@ -640,8 +655,9 @@ class PatternIndex(Generic[T]):
         self._names: dict[str, list[_Entry[T]]] = {}
         self._suffixes: dict[str, list[_Entry[T]]] = {}
         self._ips: dict[IPAddress, list[_Entry[T]]] = {}
-        # version -> [(mask, {network number: entries})], one item per prefix length
-        self._networks: dict[int, list[tuple[int, dict[int, list[_Entry[T]]]]]] = {4: [], 6: []}
+        # IP version -> (first address, last address, entry) of every network
+        self._networks: dict[int, list[tuple[int, int, _Entry[T]]]] = {4: [], 6: []}
+        self._ranges: dict[int, _Ranges[T]] = {}  # built from _networks when needed
 
     def __len__(self) -> int:
         return self._count
@@ -654,19 +670,13 @@ class PatternIndex(Generic[T]):
             self._names.setdefault(pattern.host, []).append(entry)
         elif pattern.kind == "wildcard":
             self._suffixes.setdefault(pattern.host, []).append(entry)
-        elif pattern.kind == "ip":
-            assert pattern.ip is not None
+        elif pattern.ip is not None:
             self._ips.setdefault(pattern.ip, []).append(entry)
-        else:
+        elif pattern.network is not None:
             network = pattern.network
-            assert network is not None
-            groups = self._networks[network.version]
-            mask = int(network.netmask)
-            bucket = next((b for m, b in groups if m == mask), None)
-            if bucket is None:
-                bucket = {}
-                groups.append((mask, bucket))
-            bucket.setdefault(int(network.network_address), []).append(entry)
+            first, last = int(network.network_address), int(network.broadcast_address)
+            self._networks[network.version].append((first, last, entry))
+            self._ranges.pop(network.version, None)
 
     def lookup(self, peer: Peer, *, host_only: bool = False) -> list[T]:
         """Every value whose pattern matches ``peer``, in insertion order.
@@ -674,34 +684,48 @@ class PatternIndex(Generic[T]):
         With ``host_only`` scheme and port are ignored (as for a DNS lookup, which has neither).
         """
         found: list[_Entry[T]] = []
+        merged = False
         ip = peer.ip
         if ip is None:
             host = peer.host
-            exact = self._names.get(host)
-            if exact:
-                found.extend(exact)
+            found = self._names.get(host, found)
             if self._suffixes:
-                dot = host.find(".")
-                while dot >= 0:
-                    below = self._suffixes.get(host[dot + 1 :])
+                for suffix in _label_suffixes(host):
+                    below = self._suffixes.get(suffix)
                     if below:
-                        found.extend(below)
-                    dot = host.find(".", dot + 1)
+                        merged = bool(found)
+                        found = found + below if found else below
         else:
-            same = self._ips.get(ip)
-            if same:
-                found.extend(same)
-            groups = self._networks[ip.version]
-            if groups:
-                number = int(ip)
-                for mask, bucket in groups:
-                    inside = bucket.get(number & mask)
-                    if inside:
-                        found.extend(inside)
+            found = self._ips.get(ip, found)
+            if self._networks[ip.version]:
+                starts, covers = self._ranges.get(ip.version) or self._build_ranges(ip.version)
+                position = bisect.bisect_right(starts, int(ip)) - 1
+                if position >= 0 and covers[position]:
+                    merged = bool(found)
+                    found = [*found, *covers[position]]
         if not found:
             return []
-        if len(found) > 1:
-            found.sort(key=operator.itemgetter(0))
+        if merged:
+            found = sorted(found, key=operator.itemgetter(0))
         if host_only:
             return [value for _, _, value in found]
         return [value for _, pattern, value in found if pattern.admits_scheme_and_port(peer)]
+
+    def _build_ranges(self, version: int) -> _Ranges[T]:
+        """Cut the networks of ``version`` into disjoint ranges, each with its covering entries."""
+        opening: dict[int, list[_Entry[T]]] = {}
+        closing: dict[int, list[_Entry[T]]] = {}
+        for first, last, entry in self._networks[version]:
+            opening.setdefault(first, []).append(entry)
+            closing.setdefault(last + 1, []).append(entry)
+        starts = sorted(opening.keys() | closing.keys())
+        covers: list[tuple[_Entry[T], ...]] = []
+        active: dict[int, _Entry[T]] = {}
+        for start in starts:
+            for entry in closing.get(start, ()):
+                del active[entry[0]]
+            for entry in opening.get(start, ()):
+                active[entry[0]] = entry
+            covers.append(tuple(sorted(active.values(), key=operator.itemgetter(0))))
+        self._ranges[version] = (starts, covers)
+        return starts, covers

@@ -22,7 +22,7 @@ from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._fixture import Outbound
 from pytest_outbound._guard import MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
-from pytest_outbound._intercept import install_all
+from pytest_outbound._interceptors import install_all
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
 from pytest_outbound._sensitive import (

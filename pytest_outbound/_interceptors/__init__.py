@@ -1,0 +1,142 @@
+"""Interceptors: thin adapters that turn a client library's request into an ``OutboundRequest``.
+
+Each adapter patches its library at the layer *above* where that library's mocks patch, so a
+request is judged the same whether a mock or the network would answer it, and each redirect hop
+is judged on its own. Every ``install`` returns the undo function, which puts back exactly the
+original captured at install time. All of them hand their record to ``Guard.observe`` through
+``admit``; none of them decides anything itself.
+
+Adapters that call into a lower library that is intercepted too (requests -> urllib3,
+urllib.request -> http.client) mark the call with ``JUDGED_ABOVE``, so one request is recorded
+once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import importlib.util
+import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pytest_outbound._guard import Guard
+from pytest_outbound._hosts import default_port
+from pytest_outbound._record import OutboundRequest
+from pytest_outbound._stubs import Stub
+
+Undo = Callable[[], None]
+
+#: Set while a higher-level interceptor's original call runs; lower ones then stand aside.
+JUDGED_ABOVE: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "outbound_judged_above", default=None
+)
+
+
+def install_all(guard: Guard) -> Undo:
+    """Patch every supported client library that is installed; return the undo."""
+    from pytest_outbound._interceptors import _httpx, _requests, _stdlib, _urllib3
+
+    installers: list[Callable[[Guard], Undo]] = [
+        _requests.install,
+        _httpx.install,
+        _urllib3.install,
+        _stdlib.install,
+    ]
+    if importlib.util.find_spec("aiohttp") is not None:
+        from pytest_outbound._interceptors import _aiohttp
+
+        installers.append(_aiohttp.install)
+    undos = [install(guard) for install in installers]
+    return combine(undos)
+
+
+def combine(undos: list[Undo]) -> Undo:
+    def undo() -> None:
+        for fn in reversed(undos):
+            fn()
+
+    return undo
+
+
+def patch(owner: Any, name: str, replacement: Any) -> Undo:
+    """Replace ``owner.name`` (captured from the class itself) and return the exact undo."""
+    original = owner.__dict__[name]
+    functools.update_wrapper(replacement, original)
+    setattr(owner, name, replacement)
+
+    def undo() -> None:
+        setattr(owner, name, original)
+
+    return undo
+
+
+def admit(guard: Guard, record: OutboundRequest) -> Stub | None:
+    """Judge ``record`` (may raise ``OutboundBlocked``); the stub that answers it, if any."""
+    __tracebackhide__ = True
+    if not guard.observe(record):
+        return None
+    stub = guard.stub_for(record)
+    if stub is not None:
+        stub.calls.append(record)
+    return stub
+
+
+@contextmanager
+def judged_above(marker: object) -> Iterator[None]:
+    token = JUDGED_ABOVE.set(marker)
+    try:
+        yield
+    finally:
+        JUDGED_ABOVE.reset(token)
+
+
+def as_bytes(chunk: object) -> bytes:
+    if isinstance(chunk, bytes):
+        return chunk
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, bytearray | memoryview):
+        return bytes(chunk)
+    return b""
+
+
+def capture_body(body: object) -> tuple[bytes, object]:
+    """The bytes a body will send, and an equivalent body to send in its place.
+
+    bytes/str are kept as they are. A file is read and rewound (or, when it cannot seek,
+    replaced by an in-memory copy); a generator or other iterable is drained and replaced by an
+    iterator over the same chunks, so the transport or mock still receives every byte.
+    """
+    if body is None or isinstance(body, bytes | str | bytearray | memoryview):
+        return as_bytes(body), body
+    read = getattr(body, "read", None)
+    if callable(read):
+        try:
+            start: int | None = body.tell()  # type: ignore[attr-defined]
+        except (OSError, AttributeError, ValueError):
+            start = None
+        data = as_bytes(read())
+        if start is not None:
+            try:
+                body.seek(start)  # type: ignore[attr-defined]
+                return data, body
+            except (OSError, ValueError):
+                pass
+        return data, io.BytesIO(data)
+    try:
+        chunks = list(body)  # type: ignore[call-overload]
+    except TypeError:
+        return b"", body
+    return b"".join(as_bytes(c) for c in chunks), iter(chunks)
+
+
+def url_of(scheme: str, host: str, port: int | None, target: str) -> str:
+    """An absolute URL from a connection's parts and a request target (path or absolute URL)."""
+    if target.startswith(("http://", "https://")):
+        return target
+    netloc = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    if port is not None and port != default_port(scheme):
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}{target if target.startswith('/') else '/' + target}"

@@ -1,0 +1,92 @@
+"""The standard library: ``urllib.request`` (judged in ``AbstractHTTPHandler.do_open``, once per
+hop, whatever connection class is in place) and ``http.client`` used directly (judged in
+``HTTPConnection.request``). Both are reported as client ``http.client``.
+
+Through a tunnelling proxy (``set_tunnel``) the record names the target; the connection to the
+proxy itself is judged by the socket backstop.
+"""
+
+from __future__ import annotations
+
+import http.client
+import urllib.request
+from typing import Any
+
+from pytest_outbound._guard import Guard
+from pytest_outbound._interceptors import (
+    JUDGED_ABOVE,
+    Undo,
+    admit,
+    capture_body,
+    combine,
+    judged_above,
+    patch,
+    url_of,
+)
+from pytest_outbound._record import build_request
+
+CLIENT = "http.client"
+
+
+def install(guard: Guard) -> Undo:
+    original_request = http.client.HTTPConnection.request
+    original_do_open = urllib.request.AbstractHTTPHandler.do_open
+
+    def request(
+        self: http.client.HTTPConnection,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        __tracebackhide__ = True
+        headers = {} if headers is None else headers
+        if not guard.active or JUDGED_ABOVE.get() is not None:
+            return original_request(self, method, url, body, headers, **kwargs)
+        scheme = "https" if isinstance(self, http.client.HTTPSConnection) else "http"
+        tunnel = getattr(self, "_tunnel_host", None)
+        host, port = (
+            (tunnel, getattr(self, "_tunnel_port", None)) if tunnel else (self.host, self.port)
+        )
+        data, body = capture_body(body)
+        record = build_request(
+            method,
+            url_of(scheme, host, port, url),
+            headers=dict(headers),
+            body=data,
+            client=CLIENT,
+            body_limit=guard.body_limit,
+        )
+        admit(guard, record)
+        return original_request(self, method, url, body, headers, **kwargs)
+
+    def do_open(
+        self: urllib.request.AbstractHTTPHandler,
+        http_class: Any,
+        req: urllib.request.Request,
+        **kwargs: Any,
+    ) -> Any:
+        __tracebackhide__ = True
+        if not guard.active:
+            return original_do_open(self, http_class, req, **kwargs)
+        data, replacement = capture_body(req.data)
+        req.data = replacement  # type: ignore[assignment]
+        record = build_request(
+            req.get_method(),
+            req.full_url,
+            headers={**req.headers, **req.unredirected_hdrs},
+            body=data,
+            client=CLIENT,
+            body_limit=guard.body_limit,
+        )
+        admit(guard, record)
+        with judged_above(record):
+            return original_do_open(self, http_class, req, **kwargs)
+
+    return combine(
+        [
+            patch(http.client.HTTPConnection, "request", request),
+            patch(urllib.request.AbstractHTTPHandler, "do_open", do_open),
+        ]
+    )
