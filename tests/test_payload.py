@@ -308,7 +308,7 @@ def test_streaming_bodies_are_seen_and_still_sent_whole(suite: pytest.Pytester) 
         """
         import asyncio, io, json, httpx, requests, responses, respx
 
-        DOC = json.dumps({"version": "1.0.0", "installationId": "%s"}).encode()
+        DOC = json.dumps({"version": "1.0.0", "installationId": "__UUID__"}).encode()
 
         def chunks():
             yield DOC[:10]
@@ -341,7 +341,6 @@ def test_streaming_bodies_are_seen_and_still_sent_whole(suite: pytest.Pytester) 
             asyncio.run(send())
             assert [c.request.content for c in route.calls] == [DOC, DOC]
             assert [set(r.fields) for r in outbound.requests] == [{"version", "installationId"}] * 2
-        """
-        % UUID
+        """.replace("__UUID__", UUID)
     )
     suite.runpytest().assert_outcomes(passed=2)
