@@ -200,11 +200,13 @@ def decide(
 
 
 def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    """``45s``, ``59m``, ``7h59m``: rounded down, so it never reads as the limit itself."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:

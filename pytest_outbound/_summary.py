@@ -42,8 +42,8 @@ def summary_lines(
     uses = destination_uses(destinations, records)
     exercised = [u for u in uses if u.count]
     lines = [
-        f"mode: {mode}; {len(records)} outbound request(s), {len(violations)} violation(s);"
-        f" {len(exercised)} of {len(uses)} documented destination(s) exercised"
+        f"mode: {mode}; {len(records)} outbound request(s), {len(violations)} violation(s)",
+        coverage_sentence(len(exercised), len(uses)),
     ]
     if exercised:
         lines.append("destinations contacted:")
@@ -71,6 +71,12 @@ def summary_lines(
             f"  {u.destination.name} ({', '.join(u.destination.hosts)})" for u in unexercised
         )
     return lines
+
+
+def coverage_sentence(exercised: int, documented: int) -> str:
+    """``5 of 7 documented destinations were exercised``."""
+    noun = "destination was" if documented == 1 else "destinations were"
+    return f"{exercised} of {documented} documented {noun} exercised"
 
 
 def _shorten_list(items: Sequence[str], limit: int) -> str:

@@ -48,7 +48,8 @@ def test_audit_records_but_never_fails(policy: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*= outbound =*",
-            "mode: audit; 1 outbound request(s), 1 violation(s); 0 of 2 documented destination(s)*",
+            "mode: audit; 1 outbound request(s), 1 violation(s)",
+            "0 of 2 documented destinations were exercised",
             "violations:",
             "*test_leak at test_audit_records_but_never_fails.py:*: GET https://evil.example/collect"
             " [[]requests[]] undocumented",
@@ -208,7 +209,7 @@ def test_retries_do_not_multiply_a_blocked_attempt(policy: pytest.Pytester) -> N
     )
     result = policy.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["mode: enforce; 1 outbound request(s), 1 violation(s);*"])
+    result.stdout.fnmatch_lines(["mode: enforce; 1 outbound request(s), 1 violation(s)"])
     result.stdout.no_fnmatch_line("*AssertionError*")
 
 
@@ -241,7 +242,8 @@ def test_documented_request_passes_in_enforce(policy: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [
-            "mode: enforce; 2 outbound request(s), 0 violation(s); 2 of 2 documented*",
+            "mode: enforce; 2 outbound request(s), 0 violation(s)",
+            "2 of 2 documented destinations were exercised",
             "destinations contacted:",
             "  update-check (octopus.com): 1 request(s) in 1 test(s): *::test_requests",
             "  nuget (*.nuget.org): 1 request(s) in 1 test(s): *::test_httpx_async",

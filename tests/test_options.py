@@ -120,7 +120,7 @@ def test_policy_path_is_relative_to_the_ini_file(
     pytester.makepyfile("def test_it():\n    pass\n")
     monkeypatch.chdir(pytester.mkdir("elsewhere"))
     result = pytester.runpytest(str(pytester.path))
-    result.stdout.fnmatch_lines(["*0 of 1 documented destination(s) exercised", "  x (x.example)"])
+    result.stdout.fnmatch_lines(["0 of 1 documented destination was exercised", "  x (x.example)"])
 
 
 def test_cli_policy_and_allow_add_to_ini(pytester: pytest.Pytester) -> None:

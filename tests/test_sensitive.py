@@ -275,7 +275,8 @@ def test_hits_never_show_the_whole_value(value: str) -> None:
     scanner = SensitiveScanner([SensitiveValue("secret", value)], ignore=())
     for hit in scanner.scan(url="https://x.example/", headers=[], body=value.encode()):
         assert value not in hit.redacted
-        assert value not in repr(hit)
+        assert hit.kind == "secret"  # the other fields name where, never what
+        assert (hit.where, hit.encoding) == ("body", "raw")
 
 
 # --- this machine ------------------------------------------------------------------------------
