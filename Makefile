@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: example test lint bench clean
 
-example: $(STAMP)  ## run the example app's suite under the plugin (enforce) and print its report
-	cd examples && ../$(BIN)/python -m pytest
+DOCS := deployserver/OUTBOUND.md
+
+example: $(STAMP)  ## run the example app's suite under the plugin (enforce), print its report,
+	## regenerate examples/deployserver/OUTBOUND.md and fail if the committed page was stale
+	cd examples && ../$(BIN)/python -m pytest --outbound-docs-check $(DOCS) --outbound-docs $(DOCS)
 
 test: $(STAMP)  ## lint, format check, mypy strict, and the whole test suite
 	$(BIN)/ruff check .

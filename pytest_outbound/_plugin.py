@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from _pytest.nodes import Node
 
 from pytest_outbound import _hookspecs
 from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
+from pytest_outbound._docs import docs_diff, evidence_from_records, render_docs
 from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._fixture import Outbound
 from pytest_outbound._guard import MODES, OFF, Guard, Scope
@@ -25,13 +27,23 @@ from pytest_outbound._hosts import HostError, HostPattern
 from pytest_outbound._interceptors import install_all
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
+from pytest_outbound._report import (
+    build_report,
+    destination_from_json,
+    destination_json,
+    request_from_json,
+    request_json,
+    summary_markdown,
+    write_report,
+    write_text_atomic,
+)
 from pytest_outbound._sensitive import (
     COMMON_WORDS,
     SensitiveScanner,
     SensitiveValue,
     machine_values,
 )
-from pytest_outbound._summary import summary_lines
+from pytest_outbound._summary import destination_uses, summary_lines
 
 MARKERS = {
     "outbound_allow": (
@@ -98,7 +110,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="also allow this host pattern (example.com, *.example.com, 10.0.0.0/8,"
         " host:443, https://host); repeatable.",
     )
+    group.addoption(
+        "--outbound-report",
+        default=None,
+        metavar="PATH",
+        help="write the JSON report of every outbound request here (atomically).",
+    )
+    group.addoption(
+        "--outbound-docs",
+        default=None,
+        metavar="PATH",
+        help="write the documentation page (Markdown) generated from the policy and this run.",
+    )
+    group.addoption(
+        "--outbound-docs-check",
+        default=None,
+        metavar="PATH",
+        help="fail the run, with a diff, if the documentation page at PATH is out of date.",
+    )
     parser.addini("outbound_mode", "pytest-outbound mode: audit, enforce or off.", default="audit")
+    parser.addini(
+        "outbound_report", "write the JSON report here (relative to the ini file).", type="paths"
+    )
+    parser.addini(
+        "outbound_require_coverage",
+        "fail the run when a documented destination was exercised by no test.",
+        type="bool",
+        default=False,
+    )
     parser.addini(
         "outbound_policy",
         "TOML policy files of documented destinations, relative to the ini file.",
@@ -262,6 +301,14 @@ class OutboundPlugin:
             on_violation=self._on_violation,
         )
         self._undo = install_all(self.guard)
+        #: Filled on the controller from pytest-xdist workers (``pytest_testnodedown``).
+        self.is_worker = hasattr(config, "workerinput")
+        self.worker_records: list[OutboundRequest] = []
+        self.worker_destinations: dict[str, Destination] = {}
+        self.worker_outside_blocked = 0
+        self.workers: dict[str, str] = {}
+        self.problems: list[str] = []
+        self.report: dict[str, Any] | None = None
 
     def close(self) -> None:
         self.guard.active = False
@@ -420,24 +467,137 @@ class OutboundPlugin:
         for rules in self.rules_by_dir.values():
             for d in rules.policy:
                 seen.setdefault(d.name, d)
+        for name, d in self.worker_destinations.items():
+            seen.setdefault(name, d)
         return list(seen.values())
 
+    def records(self) -> list[OutboundRequest]:
+        return [*self.guard.records, *self.worker_records]
+
+    def outside_blocked(self) -> int:
+        return len(self.guard.outside_blocked) + self.worker_outside_blocked
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """pytest-xdist controller: take in a worker's records; name a worker that died."""
+        worker = str(getattr(getattr(node, "gateway", None), "id", "") or node)
+        data = getattr(node, "workeroutput", {}).get("outbound")
+        if data is None:
+            self.workers[worker] = f"crashed: {error or 'it sent no data'}"
+            return
+        self.workers[worker] = "ok" if error is None else f"crashed: {error}"
+        self.worker_records.extend(request_from_json(r) for r in data["records"])
+        for raw in data["destinations"]:
+            self.worker_destinations.setdefault(raw["name"], destination_from_json(raw))
+        self.worker_outside_blocked += int(data["outside_blocked"])
+
+    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.guard.outside_blocked and session.exitstatus == pytest.ExitCode.OK:
+        if self.is_worker:  # the controller reports; a worker hands its data over
+            session.config.workeroutput["outbound"] = {  # type: ignore[attr-defined]
+                "records": [request_json(r) for r in self.guard.records],
+                "destinations": [destination_json(d) for d in self.destinations()],
+                "outside_blocked": len(self.guard.outside_blocked),
+            }
+            return
+        destinations, records = self.destinations(), self.records()
+        self.report = build_report(
+            mode=self.mode,
+            destinations=destinations,
+            records=records,
+            workers=self.workers or None,
+            outside_blocked=self.outside_blocked(),
+        )
+        self.problems = self._problems(destinations, records)
+        report_path = self.config.getoption("outbound_report") or next(
+            iter(self.config.getini("outbound_report")), None
+        )
+        if report_path:
+            write_report(report_path, self.report)
+        if self.problems and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        verbose = self.config.get_verbosity() > 0
-        terminalreporter.write_sep("=", "outbound")
-        for line in summary_lines(
-            self.mode, self.destinations(), self.guard.records, verbose=verbose
-        ):
-            terminalreporter.write_line(line)
-        if self.guard.outside_blocked:
-            n = len(self.guard.outside_blocked)
-            terminalreporter.write_line(
-                f"{n} request(s) outside any test were blocked (enforce): the session fails"
+    def _problems(
+        self, destinations: list[Destination], records: list[OutboundRequest]
+    ) -> list[str]:
+        """What makes the run fail besides its tests: docs out of date, coverage, late egress."""
+        problems = []
+        if self.outside_blocked():
+            problems.append(
+                f"{self.outside_blocked()} request(s) outside any test were blocked (enforce):"
+                " the session fails"
             )
+        if self.config.getini("outbound_require_coverage"):
+            unexercised = [
+                u.destination.name for u in destination_uses(destinations, records) if not u.count
+            ]
+            if unexercised:
+                problems.append(
+                    f"outbound_require_coverage: {len(unexercised)} documented destination(s)"
+                    f" were exercised by no test: {', '.join(unexercised)}"
+                )
+        check_path = self.config.getoption("outbound_docs_check")
+        docs_path = self.config.getoption("outbound_docs")
+        if check_path or docs_path:
+            page = render_docs(destinations, evidence_from_records(records))
+            if check_path:
+                try:
+                    on_disk = Path(check_path).read_text(encoding="utf-8")
+                except OSError:
+                    on_disk = ""
+                diff = docs_diff(expected=page, actual=on_disk, path=str(check_path))
+                if diff:
+                    fix = (
+                        "it was rewritten now; commit it"
+                        if docs_path and Path(docs_path).resolve() == Path(check_path).resolve()
+                        else f"regenerate it with --outbound-docs {check_path}"
+                    )
+                    problems.append(
+                        f"the documentation page {check_path} is out of date ({fix}):\n{diff}"
+                    )
+            if docs_path:
+                write_text_atomic(docs_path, page)
+        return problems
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker or self.report is None:
+            return
+        verbose = self.config.get_verbosity() > 0
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "outbound")
+        for line in summary_lines(self.mode, self.destinations(), self.records(), verbose=verbose):
+            write(line)
+        for worker, state in sorted(self.workers.items()):
+            if state != "ok":
+                write(f"worker {worker} {state}; its requests are missing from this summary")
+        for problem in self.problems:
+            write(problem)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for line in github_annotations(self.records()):
+                write(line)
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary:
+            with open(step_summary, "a", encoding="utf-8") as out:
+                out.write(summary_markdown(self.report) + "\n")
+
+
+def github_annotations(records: Iterable[OutboundRequest]) -> list[str]:
+    """One ``::error`` workflow command per violation, at the user's call site."""
+    lines = []
+    for r in records:
+        if r.verdict != "violation":
+            continue
+        path, _, line = r.location.rpartition(":")
+        where = f"file={path},line={line}," if path and line.isdigit() else ""
+        message = (
+            f"{r.method} {r.url} ({r.client}): {', '.join(r.reasons)} in {r.nodeid or r.phase}"
+        )
+        lines.append(f"::error {where}title=outbound request::{_escape_workflow(message)}")
+    return lines
+
+
+def _escape_workflow(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _describe_node(node: Node) -> str:
