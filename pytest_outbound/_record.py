@@ -110,8 +110,20 @@ def build_request(
     body: bytes | None = None,
     client: str,
     body_limit: int = DEFAULT_BODY_LIMIT,
+    written_url: str | None = None,
 ) -> OutboundRequest:
-    """Turn what a client is about to send into an unjudged ``OutboundRequest``."""
+    """Turn what a client is about to send into an unjudged ``OutboundRequest``.
+
+    ``url`` is the URL the client will use. ``written_url`` is the one the code passed in, when
+    the client normalised it first: ``https://evil.com\\@octopus.com/`` becomes a harmless-looking
+    URL before it is sent, yet what the code wrote is ambiguous (R3), so it is judged too, and
+    the record then shows what was written.
+    """
+    if written_url is not None and written_url != url:
+        try:
+            peer_from_url(written_url)
+        except HostError:
+            url = written_url
     items = headers.items() if isinstance(headers, Mapping) else headers
     header_map = {str(k): str(v) for k, v in items}
     parts = urlsplit(url) if _is_plain(url) else None

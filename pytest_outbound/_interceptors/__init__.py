@@ -34,11 +34,28 @@ JUDGED_ABOVE: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 )
 
 
+#: The URL as the code wrote it, before the client normalised it (first hop only).
+WRITTEN_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "outbound_written_url", default=None
+)
+
+
+def take_written_url() -> str | None:
+    """The written URL of the request under way, once: redirect hops are judged as sent."""
+    written = WRITTEN_URL.get()
+    if written is not None:
+        WRITTEN_URL.set(None)
+    return written
+
+
 def install_all(guard: Guard) -> Undo:
-    """Patch every supported client library that is installed; return the undo."""
+    """Patch every supported client library that is installed; return the undo.
+
+    All or nothing: if one library cannot be patched, every patch made so far is undone.
+    """
     from pytest_outbound._interceptors import _httpx, _requests, _stdlib, _urllib3
 
-    installers: list[Callable[[Guard], Undo]] = [
+    installers: list[Callable[[Guard, Patches], None]] = [
         _requests.install,
         _httpx.install,
         _urllib3.install,
@@ -48,28 +65,32 @@ def install_all(guard: Guard) -> Undo:
         from pytest_outbound._interceptors import _aiohttp
 
         installers.append(_aiohttp.install)
-    undos = [install(guard) for install in installers]
-    return combine(undos)
+    patches = Patches()
+    try:
+        for install in installers:
+            install(guard, patches)
+    except BaseException:
+        patches.undo()
+        raise
+    return patches.undo
 
 
-def combine(undos: list[Undo]) -> Undo:
-    def undo() -> None:
-        for fn in reversed(undos):
-            fn()
+class Patches:
+    """The patches made so far, each undone exactly, last first."""
 
-    return undo
+    def __init__(self) -> None:
+        self._undos: list[Undo] = []
 
+    def patch(self, owner: Any, name: str, replacement: Any) -> None:
+        """Replace ``owner.name`` (its own attribute, not an inherited one)."""
+        original = owner.__dict__[name]
+        functools.update_wrapper(replacement, original)
+        setattr(owner, name, replacement)
+        self._undos.append(lambda: setattr(owner, name, original))
 
-def patch(owner: Any, name: str, replacement: Any) -> Undo:
-    """Replace ``owner.name`` (captured from the class itself) and return the exact undo."""
-    original = owner.__dict__[name]
-    functools.update_wrapper(replacement, original)
-    setattr(owner, name, replacement)
-
-    def undo() -> None:
-        setattr(owner, name, original)
-
-    return undo
+    def undo(self) -> None:
+        while self._undos:
+            self._undos.pop()()
 
 
 def admit(guard: Guard, record: OutboundRequest) -> Stub | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import Undo, admit, as_bytes, patch
+from pytest_outbound._interceptors import Patches, admit, as_bytes
 from pytest_outbound._record import build_request
 
 
@@ -18,7 +18,7 @@ def _payload_bytes(body: Any) -> bytes:
     return as_bytes(value) if isinstance(value, bytes | bytearray) else b""
 
 
-def install(guard: Guard) -> Undo:
+def install(guard: Guard, patches: Patches) -> None:
     from aiohttp import ClientRequest
 
     original_init = ClientRequest.__init__
@@ -38,4 +38,4 @@ def install(guard: Guard) -> Undo:
         )
         admit(guard, record)
 
-    return patch(ClientRequest, "__init__", init)
+    patches.patch(ClientRequest, "__init__", init)

@@ -7,22 +7,28 @@ import contextvars
 from typing import Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import Undo, admit, combine, patch
+from pytest_outbound._interceptors import Patches, admit
 from pytest_outbound._record import OutboundRequest, build_request
+
+_WRITTEN = "outbound_written_url"
 
 
 def _httpx_record(request: Any, body: bytes, guard: Guard) -> OutboundRequest:
+    url = str(request.url)
+    written = request.extensions.get(_WRITTEN)
     return build_request(
         request.method,
-        str(request.url),
+        url,
         headers=request.headers.multi_items(),
         body=body,
         client="httpx",
         body_limit=guard.body_limit,
+        # Only for the request built from it: a redirect hop inherits extensions, not the URL.
+        written_url=written[0] if written and written[1] == url else None,
     )
 
 
-def install(guard: Guard) -> Undo:
+def install(guard: Guard, patches: Patches) -> None:
     import httpx
 
     stub_transport: contextvars.ContextVar[httpx.MockTransport | None] = contextvars.ContextVar(
@@ -30,6 +36,8 @@ def install(guard: Guard) -> Undo:
     )
     sync_send = httpx.Client._send_single_request
     async_send = httpx.AsyncClient._send_single_request
+    base_client: Any = httpx.Client.__mro__[1]  # httpx's BaseClient: it defines build_request
+    original_build = base_client.build_request
     sync_transport = httpx.Client._transport_for_url
     async_transport = httpx.AsyncClient._transport_for_url
 
@@ -58,6 +66,14 @@ def install(guard: Guard) -> Undo:
                     stub_transport.reset(token)
         return await async_send(self, request)
 
+    def remember_written(request: httpx.Request, url: Any) -> httpx.Request:
+        if isinstance(url, str) and url != str(request.url):
+            request.extensions = {**request.extensions, _WRITTEN: (url, str(request.url))}
+        return request
+
+    def build_request(self: Any, method: str, url: Any, **kwargs: Any) -> httpx.Request:
+        return remember_written(original_build(self, method, url, **kwargs), url)
+
     def transport_for_url(self: httpx.Client, url: httpx.URL) -> httpx.BaseTransport:
         stub = stub_transport.get()
         return stub if stub is not None else sync_transport(self, url)
@@ -68,11 +84,8 @@ def install(guard: Guard) -> Undo:
         stub = stub_transport.get()
         return stub if stub is not None else async_transport(self, url)
 
-    return combine(
-        [
-            patch(httpx.Client, "_send_single_request", send_single),
-            patch(httpx.AsyncClient, "_send_single_request", send_single_async),
-            patch(httpx.Client, "_transport_for_url", transport_for_url),
-            patch(httpx.AsyncClient, "_transport_for_url", async_transport_for_url),
-        ]
-    )
+    patches.patch(httpx.Client, "_send_single_request", send_single)
+    patches.patch(httpx.AsyncClient, "_send_single_request", send_single_async)
+    patches.patch(httpx.Client, "_transport_for_url", transport_for_url)
+    patches.patch(httpx.AsyncClient, "_transport_for_url", async_transport_for_url)
+    patches.patch(base_client, "build_request", build_request)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import Undo, admit, capture_body, judged_above, patch
+from pytest_outbound._interceptors import (
+    WRITTEN_URL,
+    Patches,
+    admit,
+    capture_body,
+    judged_above,
+    take_written_url,
+)
 from pytest_outbound._record import build_request
 
 
@@ -14,10 +21,19 @@ def _capture(request: Any) -> bytes:
     return data
 
 
-def install(guard: Guard) -> Undo:
+def install(guard: Guard, patches: Patches) -> None:
     import requests
 
     original = requests.Session.send
+    original_request = requests.Session.request
+
+    def request(self: requests.Session, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        token = WRITTEN_URL.set(url if isinstance(url, str) else None)
+        try:
+            return original_request(self, method, url, *args, **kwargs)
+        finally:
+            WRITTEN_URL.reset(token)
 
     def send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -30,6 +46,7 @@ def install(guard: Guard) -> Undo:
             body=_capture(request),
             client="requests",
             body_limit=guard.body_limit,
+            written_url=take_written_url(),
         )
         stub = admit(guard, record)
         with judged_above(record):
@@ -37,4 +54,5 @@ def install(guard: Guard) -> Undo:
                 return original(stub.session_for(self, request), request, **kwargs)
             return original(self, request, **kwargs)
 
-    return patch(requests.Session, "send", send)
+    patches.patch(requests.Session, "send", send)
+    patches.patch(requests.Session, "request", request)

@@ -15,12 +15,10 @@ from typing import Any
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import (
     JUDGED_ABOVE,
-    Undo,
+    Patches,
     admit,
     capture_body,
-    combine,
     judged_above,
-    patch,
     url_of,
 )
 from pytest_outbound._record import build_request
@@ -28,7 +26,7 @@ from pytest_outbound._record import build_request
 CLIENT = "http.client"
 
 
-def install(guard: Guard) -> Undo:
+def install(guard: Guard, patches: Patches) -> None:
     original_request = http.client.HTTPConnection.request
     original_do_open = urllib.request.AbstractHTTPHandler.do_open
 
@@ -84,9 +82,5 @@ def install(guard: Guard) -> Undo:
         with judged_above(record):
             return original_do_open(self, http_class, req, **kwargs)
 
-    return combine(
-        [
-            patch(http.client.HTTPConnection, "request", request),
-            patch(urllib.request.AbstractHTTPHandler, "do_open", do_open),
-        ]
-    )
+    patches.patch(http.client.HTTPConnection, "request", request)
+    patches.patch(urllib.request.AbstractHTTPHandler, "do_open", do_open)

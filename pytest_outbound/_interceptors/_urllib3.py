@@ -13,20 +13,32 @@ from typing import Any
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import (
     JUDGED_ABOVE,
-    Undo,
+    WRITTEN_URL,
+    Patches,
     admit,
     capture_body,
     judged_above,
-    patch,
+    take_written_url,
     url_of,
 )
 from pytest_outbound._record import build_request
 
 
-def install(guard: Guard) -> Undo:
+def install(guard: Guard, patches: Patches) -> None:
     from urllib3.connectionpool import HTTPConnectionPool
+    from urllib3.poolmanager import PoolManager
 
     original = HTTPConnectionPool.urlopen
+    original_manager = PoolManager.urlopen
+
+    def manager_urlopen(self: PoolManager, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        """Remember the URL as written: PoolManager normalises it before a pool sees it."""
+        __tracebackhide__ = True
+        token = WRITTEN_URL.set(url if isinstance(url, str) else None)
+        try:
+            return original_manager(self, method, url, *args, **kwargs)
+        finally:
+            WRITTEN_URL.reset(token)
 
     def urlopen(
         self: HTTPConnectionPool,
@@ -49,12 +61,14 @@ def install(guard: Guard) -> Undo:
             body=data,
             client="urllib3",
             body_limit=guard.body_limit,
+            written_url=take_written_url(),
         )
         admit(guard, record)
         with judged_above(("urllib3", self, url)):
             return original(self, method, url, body, headers, *args, **kwargs)
 
-    return patch(HTTPConnectionPool, "urlopen", urlopen)
+    patches.patch(HTTPConnectionPool, "urlopen", urlopen)
+    patches.patch(PoolManager, "urlopen", manager_urlopen)
 
 
 def _another_hop(above: object, pool: object, url: str) -> bool:
