@@ -8,6 +8,7 @@ sentence a person reads for each.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +16,14 @@ from dataclasses import dataclass, field
 from pytest_outbound._contract import breach_reason, check_payload, format_contract_diff
 from pytest_outbound._errors import PolicyError
 from pytest_outbound._fields import compile_path_template
-from pytest_outbound._hosts import HostError, HostPattern, PatternIndex, Peer
+from pytest_outbound._hosts import HostError, HostPattern, PatternIndex, Peer, peer_from_address
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import OutboundRequest
 from pytest_outbound._sensitive import SensitiveScanner
+
+#: The ``client`` of records made by the socket and DNS backstop.
+SOCKET = "socket"
+DNS = "dns"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +54,12 @@ class Rules:
         for text in policy.allowed:
             self.allowed.add(HostPattern.parse(text), text)
 
-    def candidates(self, peer: Peer) -> list[Destination]:
-        """Destinations whose hosts match ``peer``, in policy order, each once."""
-        found = self.index.lookup(peer)
+    def candidates(self, peer: Peer, *, host_only: bool = False) -> list[Destination]:
+        """Destinations whose hosts match ``peer``, in policy order, each once.
+
+        ``host_only``: ignore the patterns' schemes and ports (a DNS lookup has neither).
+        """
+        found = self.index.lookup(peer, host_only=host_only)
         if len(found) <= 1:
             return found
         seen: dict[str, Destination] = {}
@@ -141,8 +149,10 @@ class Context:
     def permits(self, name: str) -> bool:
         return self._names is None or name in self._names
 
-    def pattern_allows(self, peer: Peer) -> bool:
-        return bool(self._patterns.lookup(peer)) if len(self._patterns) else False
+    def pattern_allows(self, peer: Peer, *, host_only: bool = False) -> bool:
+        if not len(self._patterns):
+            return False
+        return bool(self._patterns.lookup(peer, host_only=host_only))
 
 
 def decide(
@@ -159,6 +169,10 @@ def decide(
     Pure: the same inputs give the same verdict.
     """
     verdict = _judge_destination(request, context)
+    if not verdict.allowed and request.resolved_names:
+        verdict = _judge_by_resolved_name(request, context, verdict)
+    if request.offline:
+        return _offline(request, verdict)
     dest = context.rules.by_name.get(verdict.destination) if verdict.destination else None
     reasons: list[str] = []
     detail: list[str] = []
@@ -199,6 +213,40 @@ def decide(
     )
 
 
+def _judge_by_resolved_name(
+    request: OutboundRequest, context: Context, by_address: Verdict
+) -> Verdict:
+    """A connection to an address is allowed if an allowed name was resolved to it here."""
+    for name in request.resolved_names:
+        try:
+            peer = peer_from_address(name, request.port)
+        except HostError:
+            continue
+        verdict = _judge_destination(dataclasses.replace(request, peer=peer), context)
+        if verdict.allowed:
+            return verdict
+    names = ", ".join(request.resolved_names)
+    return Verdict(
+        False,
+        None,
+        by_address.reasons,
+        (
+            f"{by_address.detail[0] if by_address.detail else 'not documented'}; it was"
+            f" resolved here from {names}, which is not allowed either",
+        ),
+    )
+
+
+def _offline(request: OutboundRequest, verdict: Verdict) -> Verdict:
+    """Offline mode: no real connection leaves, even to a documented destination."""
+    if verdict.allowed or verdict.destination is not None:
+        what = f"documented ({verdict.destination})" if verdict.destination else "allowed"
+        detail = f"{request.host} is {what}, but offline: stub it, no real connection may leave"
+    else:
+        detail = f"offline: no real connection may leave, and {request.host} is not documented"
+    return Verdict(False, verdict.destination, ("offline", *verdict.reasons), (detail,))
+
+
 def _ago(seconds: float) -> str:
     """``45s``, ``59m``, ``7h59m``: rounded down, so it never reads as the limit itself."""
     whole = int(seconds)
@@ -226,7 +274,8 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
     rules = context.rules
     full: Destination | None = None
     near: list[tuple[Destination, list[tuple[str, str]]]] = []
-    for dest in rules.candidates(peer):
+    host_only = request.client == DNS
+    for dest in rules.candidates(peer, host_only=host_only):
         faults = _constraint_faults(dest, request)
         if faults:
             near.append((dest, faults))
@@ -238,7 +287,7 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
     name = full.name if full is not None else None
     if full is not None and context.permits(full.name):
         return Verdict(True, name)
-    if context.pattern_allows(peer):
+    if context.pattern_allows(peer, host_only=host_only):
         return Verdict(True, name)
     # Not permitted: say why, most specific first.
     if context.restriction is not None and (full is not None or not near):
@@ -255,6 +304,16 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
         reasons = tuple(code for code, _ in faults)
         detail = tuple(f"destination {dest.name!r}: {text}" for _, text in faults)
         return Verdict(False, None, reasons, detail, dest.name)
+    if request.client == DNS:
+        return Verdict(
+            False,
+            None,
+            ("dns",),
+            (
+                f"a name lookup of {peer.host!r}, which is not a documented host: looking a name"
+                " up can itself carry data out (DNS exfiltration)",
+            ),
+        )
     return Verdict(
         False,
         None,
@@ -264,7 +323,16 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
 
 
 def _constraint_faults(dest: Destination, request: OutboundRequest) -> list[tuple[str, str]]:
+    """What of ``dest`` the request does not keep. A name lookup is judged on its host alone;
+    a raw socket connection on host and port (it has no scheme, method or path)."""
     faults: list[tuple[str, str]] = []
+    if request.client == DNS:
+        return faults
+    if request.client == SOCKET:
+        if dest.ports and request.port not in dest.ports:
+            ports = ", ".join(str(p) for p in dest.ports)
+            faults.append(("port", f"port {request.port} is not documented ({ports})"))
+        return faults
     if dest.schemes and request.scheme not in dest.schemes:
         faults.append(
             ("scheme", f"scheme {request.scheme!r} is not documented ({', '.join(dest.schemes)})")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_outbound._decide import Context, decide
+from pytest_outbound._decide import DNS, SOCKET, Context, decide
 from pytest_outbound._errors import OutboundBlocked
 from pytest_outbound._hosts import is_local
 from pytest_outbound._messages import blocked_message
@@ -24,6 +24,11 @@ from pytest_outbound._record import OutboundRequest
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
+
+#: The attribute on a ``threading.Thread`` naming the test scope that started it.
+ORIGIN = "_outbound_origin"
+#: Worker threads of pools outlive the test that happened to start them: use the current test.
+_POOL_THREADS = ("ThreadPoolExecutor", "asyncio_")
 
 AUDIT = "audit"
 ENFORCE = "enforce"
@@ -73,6 +78,8 @@ class Scope:
     pending: list[OutboundBlocked] = field(default_factory=list)
     #: When each destination was last contacted in this test (for ``min_interval``).
     last_sent: dict[str, float] = field(default_factory=dict)
+    #: Hosts an HTTP interceptor judged in this test -> their destination (or None).
+    judged: dict[str, str | None] = field(default_factory=dict)
 
 
 class Guard:
@@ -99,6 +106,9 @@ class Guard:
         self.outside_blocked: list[OutboundRequest] = []
         self.last_sent: dict[str, float] = {}
         self.local_enforce = local_enforce
+        #: Offline mode: no real connection may leave, documented or not.
+        self.offline = False
+        self._judged: dict[str, str | None] = {}
         self.body_limit = body_limit
         self._rootpath = rootpath
         self._on_request = on_request
@@ -119,7 +129,7 @@ class Guard:
         peer = request.peer
         if peer is not None and not self.local_enforce and is_local(peer):
             return False
-        scope = self.scope
+        scope, late = self._attribution()
         context = scope.context if scope is not None else self.session_context
         history = scope.last_sent if scope is not None else self.last_sent
         request.time = time.time()  # the application's clock: time-machine/freezegun apply
@@ -128,7 +138,8 @@ class Guard:
         request.verdict = "allowed" if verdict.allowed else "violation"
         request.reasons = list(verdict.reasons)
         if scope is not None:
-            request.nodeid, request.phase = scope.nodeid, scope.phase
+            request.nodeid = scope.nodeid
+            request.phase = "session" if late else scope.phase
         else:
             request.phase = self.outside_phase
         request.location = self._location()
@@ -143,6 +154,10 @@ class Guard:
                 scope.records.append(request)
             if leaves and request.destination is not None:
                 history[request.destination] = request.time
+            if request.client not in (SOCKET, DNS):
+                (scope.judged if scope is not None else self._judged)[request.host] = (
+                    request.destination
+                )
         if self._on_request is not None:
             self._on_request(request)
         if verdict.allowed:
@@ -157,11 +172,29 @@ class Guard:
             client=request.client,
             reasons=verdict.reasons,
         )
-        if scope is not None:
+        if scope is not None and not late:
             scope.pending.append(error)
         else:
             self.outside_blocked.append(request)
         raise error
+
+    def _attribution(self) -> tuple[Scope | None, bool]:
+        """The test a request belongs to, and whether it came after that test was over.
+
+        A thread started by a test is that test's, even when it fires after the test ended
+        (late egress, reported against it with phase ``session``).
+        """
+        scope = self.scope
+        thread = threading.current_thread()
+        origin: Scope | None = getattr(thread, ORIGIN, None)
+        if origin is None or origin is scope or thread.name.startswith(_POOL_THREADS):
+            return scope, False
+        return origin, True
+
+    def judged_hosts(self) -> dict[str, str | None]:
+        """Hosts judged at the HTTP layer in the test under way (or outside tests)."""
+        scope = self.scope
+        return scope.judged if scope is not None else self._judged
 
     def stub_for(self, request: OutboundRequest) -> Stub | None:
         """The first stub registered in this test that answers ``request``."""

@@ -41,6 +41,12 @@ def _fixes(request: OutboundRequest, verdict: Verdict, rules: Rules) -> list[str
             " because clients disagree on where it goes"
         ]
     out: list[str] = []
+    if "offline" in codes:
+        entry = verdict.destination or request.host
+        return [
+            "  offline mode (outbound_offline = true): answer it with a mock or a stub, e.g.:",
+            f'{_INDENT}outbound.stub("{entry}", json={{...}})',
+        ]
     if codes & {"outbound_none", "outbound_only"}:
         out += ["  to allow it in this test on purpose, add:", allow_marker]
     elif dest is not None and codes & {"scheme", "port", "method", "path"}:

@@ -111,6 +111,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " host:443, https://host); repeatable.",
     )
     group.addoption(
+        "--outbound-offline",
+        action="store_true",
+        default=None,
+        help="no real connection may leave the process, even to documented destinations:"
+        " every request must be answered by a mock or outbound.stub.",
+    )
+    group.addoption(
         "--outbound-report",
         default=None,
         metavar="PATH",
@@ -131,6 +138,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("outbound_mode", "pytest-outbound mode: audit, enforce or off.", default="audit")
     parser.addini(
         "outbound_report", "write the JSON report here (relative to the ini file).", type="paths"
+    )
+    parser.addini(
+        "outbound_offline",
+        "no real connection may leave the process, even to documented destinations.",
+        type="bool",
+        default=False,
     )
     parser.addini(
         "outbound_require_coverage",
@@ -300,6 +313,9 @@ class OutboundPlugin:
             on_request=self._on_request,
             on_violation=self._on_violation,
         )
+        self.guard.offline = bool(
+            config.getoption("outbound_offline") or config.getini("outbound_offline")
+        )
         self._undo = install_all(self.guard)
         #: Filled on the controller from pytest-xdist workers (``pytest_testnodedown``).
         self.is_worker = hasattr(config, "workerinput")
@@ -309,6 +325,7 @@ class OutboundPlugin:
         self.workers: dict[str, str] = {}
         self.problems: list[str] = []
         self.report: dict[str, Any] | None = None
+        self._suspended: list[Scope | None] = []
 
     def close(self) -> None:
         self.guard.active = False
@@ -402,6 +419,30 @@ class OutboundPlugin:
         self.guard.outside_phase = "session"
 
     # -- phases ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Generator[None, object, object]:
+        """A fixture wider than a function belongs to no one test: its egress (setup and
+        teardown) is the session's."""
+        if fixturedef.scope == "function":
+            return (yield)
+        fixturedef.addfinalizer(self._enter_test_again)  # runs last: after its teardown
+        self._leave_test()
+        try:
+            return (yield)
+        finally:
+            fixturedef.addfinalizer(self._leave_test)  # runs first: before its teardown
+            self._enter_test_again()
+
+    def _leave_test(self) -> None:
+        self._suspended.append(self.guard.scope)
+        self.guard.scope = None
+
+    def _enter_test_again(self) -> None:
+        if self._suspended:
+            self.guard.scope = self._suspended.pop()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:

@@ -56,6 +56,10 @@ class OutboundRequest:
     #: Path templates of the destination, for path-template fields.
     templates: tuple[str, ...] = field(default=(), repr=False)
     _fields: Fields | None = field(default=None, repr=False)
+    #: Socket records: the names this process resolved to the peer's address.
+    resolved_names: tuple[str, ...] = field(default=(), repr=False)
+    #: Set when offline mode forbids any real connection (the socket/DNS backstop).
+    offline: bool = field(default=False, repr=False)
 
     @property
     def allowed(self) -> bool:

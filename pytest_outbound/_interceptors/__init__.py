@@ -17,11 +17,12 @@ import contextvars
 import functools
 import importlib.util
 import io
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pytest_outbound._guard import Guard
+from pytest_outbound._guard import ORIGIN, Guard
 from pytest_outbound._hosts import default_port
 from pytest_outbound._record import OutboundRequest
 from pytest_outbound._stubs import Stub
@@ -65,14 +66,37 @@ def install_all(guard: Guard) -> Undo:
         from pytest_outbound._interceptors import _aiohttp
 
         installers.append(_aiohttp.install)
+    from pytest_outbound._backstop import Backstop
+
     patches = Patches()
+    backstop = Backstop(guard)
     try:
         for install in installers:
             install(guard, patches)
+        _remember_thread_origins(guard, patches)
+        backstop.install(patches)
     except BaseException:
+        backstop.uninstall()
         patches.undo()
         raise
-    return patches.undo
+
+    def undo() -> None:
+        backstop.uninstall()
+        patches.undo()
+
+    return undo
+
+
+def _remember_thread_origins(guard: Guard, patches: Patches) -> None:
+    """Each thread remembers the test that started it, so its late egress is that test's."""
+    original_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        origin = guard.scope or getattr(threading.current_thread(), ORIGIN, None)
+        setattr(self, ORIGIN, origin)
+        original_start(self)
+
+    patches.patch(threading.Thread, "start", start)
 
 
 class Patches:

