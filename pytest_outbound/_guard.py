@@ -116,6 +116,11 @@ class Guard:
         self._lock = threading.Lock()
         self._relpaths: dict[str, str] = {}
 
+    def write_records_to(self, on_request: Callable[[OutboundRequest], object]) -> None:
+        """In a child process: hand every record to ``on_request`` (there are no pytest hooks)."""
+        self._on_request = on_request
+        self._on_violation = None
+
     @property
     def enforcing(self) -> bool:
         return self.mode == ENFORCE

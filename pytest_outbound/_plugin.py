@@ -18,11 +18,12 @@ import pytest
 from _pytest.nodes import Node
 
 from pytest_outbound import _hookspecs
+from pytest_outbound._children import ChildGuards
 from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
 from pytest_outbound._docs import docs_diff, evidence_from_records, render_docs
 from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._fixture import Outbound
-from pytest_outbound._guard import MODES, OFF, Guard, Scope
+from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
 from pytest_outbound._interceptors import install_all
 from pytest_outbound._policy import Destination, Policy
@@ -142,6 +143,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "outbound_offline",
         "no real connection may leave the process, even to documented destinations.",
+        type="bool",
+        default=False,
+    )
+    parser.addini(
+        "outbound_subprocess",
+        "guard Python child processes started by tests too (subprocess, multiprocessing),"
+        " reporting their requests against the test.",
         type="bool",
         default=False,
     )
@@ -317,6 +325,11 @@ class OutboundPlugin:
             config.getoption("outbound_offline") or config.getini("outbound_offline")
         )
         self._undo = install_all(self.guard)
+        self.children = (
+            ChildGuards(self.guard, config.rootpath)
+            if config.getini("outbound_subprocess")
+            else None
+        )
         #: Filled on the controller from pytest-xdist workers (``pytest_testnodedown``).
         self.is_worker = hasattr(config, "workerinput")
         self.worker_records: list[OutboundRequest] = []
@@ -330,6 +343,8 @@ class OutboundPlugin:
     def close(self) -> None:
         self.guard.active = False
         self._undo()
+        if self.children is not None:
+            self.children.close()
 
     def _on_request(self, request: OutboundRequest) -> None:
         self.config.hook.pytest_outbound_request(request=request)
@@ -467,12 +482,16 @@ class OutboundPlugin:
             return (yield from self._phase(item, scope, "teardown"))
         finally:
             self.guard.scope = None
+            if self.children is not None:
+                self.children.update(None, self.guard.outside_phase)
 
     def _phase(
         self, item: pytest.Item, scope: Scope, phase: str
     ) -> Generator[None, object, object]:
         scope.phase = phase
         self.guard.scope = scope
+        if self.children is not None:
+            self.children.update(scope, phase)
         try:
             result = yield
         except BaseException as exc:
@@ -485,20 +504,40 @@ class OutboundPlugin:
         self, item: pytest.Item, scope: Scope, phase: str, raised: BaseException | None
     ) -> None:
         """After a phase: fail for blocked requests the code swallowed, and unmet expectations."""
+        children = self._collect_children(scope)
         pending, scope.pending = scope.pending, []
         if raised is not None:
             surfaced = {id(e) for e in _exception_chain(raised)}
             swallowed = [e for e in pending if id(e) not in surfaced]
             if swallowed:
                 item.add_report_section(phase, "outbound", _swallowed_text(swallowed))
+            if children:
+                item.add_report_section(phase, "outbound", _children_text(children))
             return
         problems = []
         if pending:
             problems.append(_swallowed_text(pending))
+        if children:
+            problems.append(_children_text(children))
         if phase == "call":
             problems.extend(_unmet_expectations(item.stash.get(EXPECT_KEY, ()), scope))
         if problems:
             pytest.fail("\n\n".join(problems), pytrace=False)
+
+    def _collect_children(self, scope: Scope | None) -> list[OutboundRequest]:
+        """Take in what child processes recorded; return this test's violations to fail it."""
+        if self.children is None:
+            return []
+        blocked: list[OutboundRequest] = []
+        enforcing = self.guard.mode == ENFORCE
+        for record in self.children.collect():
+            mine = scope is not None and record.nodeid == scope.nodeid
+            self.guard.records.append(record)
+            if mine and scope is not None:
+                scope.records.append(record)
+            if record.verdict == "violation" and enforcing:
+                (blocked if mine else self.guard.outside_blocked).append(record)
+        return blocked
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -534,6 +573,9 @@ class OutboundPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self._collect_children(None)
+        if self.children is not None:
+            self.children.update(None, "session")
         if self.is_worker:  # the controller reports; a worker hands its data over
             session.config.workeroutput["outbound"] = {  # type: ignore[attr-defined]
                 "records": [request_json(r) for r in self.guard.records],
@@ -692,6 +734,16 @@ def _exception_chain(exc: BaseException) -> Iterable[BaseException]:
                 stack.append(linked)
         if isinstance(current, BaseExceptionGroup):
             stack.extend(current.exceptions)
+
+
+def _children_text(records: list[OutboundRequest]) -> str:
+    lines = [f"{len(records)} outbound request(s) from child processes were blocked:"]
+    for r in records:
+        lines.append(
+            f"  {r.method} {r.url} (client: {r.client}) from {r.location or 'a child process'}:"
+            f" {', '.join(r.reasons)}"
+        )
+    return "\n".join(lines)
 
 
 def _swallowed_text(errors: list[OutboundBlocked]) -> str:

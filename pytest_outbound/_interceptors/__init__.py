@@ -20,12 +20,14 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import ORIGIN, Guard
 from pytest_outbound._hosts import default_port
 from pytest_outbound._record import OutboundRequest
-from pytest_outbound._stubs import Stub
+
+if TYPE_CHECKING:
+    from pytest_outbound._stubs import Stub
 
 Undo = Callable[[], None]
 
