@@ -22,6 +22,7 @@ from pytest_outbound._children import ChildGuards
 from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
 from pytest_outbound._docs import docs_diff, evidence_from_records, render_docs
 from pytest_outbound._errors import OutboundBlocked, PolicyError
+from pytest_outbound._exit import watch as watch_exit
 from pytest_outbound._fixture import Outbound
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
@@ -339,6 +340,10 @@ class OutboundPlugin:
         self.problems: list[str] = []
         self.report: dict[str, Any] | None = None
         self._suspended: list[Scope | None] = []
+        # Egress at interpreter exit: only for a session that owns its process (not a worker,
+        # not pytest.main(plugins=...) as pytester runs it, whose process goes on).
+        if not self.is_worker and not config.invocation_params.plugins:
+            watch_exit(self.guard, self._after_session)
 
     def close(self) -> None:
         self.guard.active = False
@@ -592,13 +597,30 @@ class OutboundPlugin:
             outside_blocked=self.outside_blocked(),
         )
         self.problems = self._problems(destinations, records)
-        report_path = self.config.getoption("outbound_report") or next(
-            iter(self.config.getini("outbound_report")), None
-        )
+        report_path = self._report_path()
         if report_path:
             write_report(report_path, self.report)
         if self.problems and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _after_session(self, records: list[OutboundRequest]) -> None:
+        """Requests made at interpreter exit: put them in the report too."""
+        report_path = self._report_path()
+        if report_path and self.report is not None:
+            self.report = build_report(
+                mode=self.mode,
+                destinations=self.destinations(),
+                records=self.records(),
+                workers=self.workers or None,
+                outside_blocked=self.outside_blocked(),
+            )
+            write_report(report_path, self.report)
+
+    def _report_path(self) -> str | None:
+        path = self.config.getoption("outbound_report") or next(
+            iter(self.config.getini("outbound_report")), None
+        )
+        return str(path) if path else None
 
     def _problems(
         self, destinations: list[Destination], records: list[OutboundRequest]

@@ -354,3 +354,39 @@ def test_offline_blocks_documented_requests_that_reach_a_socket(
             '*outbound.stub("update-check", json={...})',
         ]
     )
+
+
+def test_egress_at_interpreter_exit_is_reported_with_phase_session(
+    suite: pytest.Pytester,
+) -> None:
+    suite.makeini(ini("enforce"))
+    suite.makepyfile(
+        """
+        import atexit, socket
+
+        def flush():   # an atexit flush, as telemetry libraries do
+            try:
+                socket.getaddrinfo("telemetry.invalid", 443)
+            except Exception as error:
+                print("flush failed:", type(error).__name__)
+
+        def test_registers_a_flush():
+            atexit.register(flush)
+        """
+    )
+    result = suite.runpytest_subprocess("--outbound-report", "r.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 1  # the tests passed; the egress at exit fails the run
+    result.stderr.fnmatch_lines(
+        [
+            "pytest-outbound: after the session, DNS dns://telemetry.invalid (client: dns)"
+            " from test_egress_at_interpreter_exit_is_reported_with_phase_session.py:5:"
+            " violation (dns), blocked",
+            "pytest-outbound: requests after the session were blocked (enforce); exit status 1",
+        ]
+    )
+    result.stdout.fnmatch_lines(["flush failed: OutboundBlocked"])
+    import json
+
+    [record] = json.loads((suite.path / "r.json").read_text())["requests"]
+    assert (record["client"], record["phase"], record["nodeid"]) == ("dns", "session", "")
