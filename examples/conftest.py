@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from deployserver import Package, Server, ServerSettings
-
-_LOCAL = {None, "localhost", "127.0.0.1", "::1"}
-
-
-@pytest.fixture(autouse=True)
-def _no_real_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Belt and braces: a request the policy allows still must not reach a real host.
-
-    pytest-outbound blocks what is undocumented; this refuses DNS and connections for what a
-    test forgot to answer with ``outbound.stub`` or a responses/respx mock.
-    """
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host in _LOCAL or (isinstance(host, bytes) and host.decode() in _LOCAL):
-            return real_getaddrinfo(host, *args, **kwargs)
-        raise socket.gaierror(f"examples never resolve {host!r}: stub or mock this request")
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture
