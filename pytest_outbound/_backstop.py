@@ -16,6 +16,7 @@ proxy. In offline mode nothing but local traffic may reach a socket at all.
 
 from __future__ import annotations
 
+import _socket
 import ipaddress
 import socket
 import sys
@@ -155,7 +156,9 @@ class Backstop:
                 self.resolved.setdefault(text, set()).add(canonical)
 
     def _wrap_resolvers(self, patches: Patches) -> None:
-        original_getaddrinfo = socket.getaddrinfo
+        # ``socket.getaddrinfo`` calls ``_socket.getaddrinfo``; wrapping the lower one survives
+        # tools that swap and restore the upper one (pytest-socket restores its own copy).
+        original_getaddrinfo = _socket.getaddrinfo
         original_gethostbyname = socket.gethostbyname
         original_gethostbyname_ex = socket.gethostbyname_ex
         remember = self._remember
@@ -178,7 +181,7 @@ class Backstop:
             remember(host, list(result[2]))
             return result
 
-        patches.patch(socket, "getaddrinfo", getaddrinfo)
+        patches.patch(_socket, "getaddrinfo", getaddrinfo)
         patches.patch(socket, "gethostbyname", gethostbyname)
         patches.patch(socket, "gethostbyname_ex", gethostbyname_ex)
 

@@ -3,10 +3,12 @@ connects, so a blocked request never opens a connection."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from typing import Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import Patches, admit, as_bytes
+from pytest_outbound._interceptors import JUDGED_ABOVE, Patches, admit, as_bytes, judged_above
 from pytest_outbound._record import build_request
 
 
@@ -18,6 +20,12 @@ def _payload_bytes(body: Any) -> bytes:
     return as_bytes(value) if isinstance(value, bytes | bytearray) else b""
 
 
+def _vcr_body(kwargs: dict[str, Any]) -> bytes:
+    if kwargs.get("json") is not None:
+        return json.dumps(kwargs["json"]).encode("utf-8")
+    return _payload_bytes(kwargs.get("data") or b"")
+
+
 def install(guard: Guard, patches: Patches) -> None:
     from aiohttp import ClientRequest
 
@@ -26,7 +34,7 @@ def install(guard: Guard, patches: Patches) -> None:
     def init(self: ClientRequest, method: str, url: Any, *args: Any, **kwargs: Any) -> None:
         __tracebackhide__ = True
         original_init(self, method, url, *args, **kwargs)
-        if not guard.active:
+        if not guard.active or JUDGED_ABOVE.get() is not None:
             return
         record = build_request(
             self.method,
@@ -39,3 +47,39 @@ def install(guard: Guard, patches: Patches) -> None:
         admit(guard, record)
 
     patches.patch(ClientRequest, "__init__", init)
+    if importlib.util.find_spec("vcr") is not None:
+        _install_vcr(guard, patches)
+
+
+def _install_vcr(guard: Guard, patches: Patches) -> None:
+    """A vcrpy cassette replaces ``ClientSession._request`` and, replaying, never builds a
+    ``ClientRequest``: judge the request as the session is asked for it."""
+    from vcr.stubs import aiohttp_stubs
+    from yarl import URL
+
+    original_factory = aiohttp_stubs.vcr_request
+
+    def vcr_request(cassette: Any, real_request: Any) -> Any:
+        inner = original_factory(cassette, real_request)
+
+        async def new_request(self: Any, method: str, url: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if guard.active:
+                target = URL(url).update_query(kwargs["params"]) if kwargs.get("params") else url
+                admit(
+                    guard,
+                    build_request(
+                        method,
+                        str(target),
+                        headers=dict(kwargs.get("headers") or {}),
+                        body=_vcr_body(kwargs),
+                        client="aiohttp",
+                        body_limit=guard.body_limit,
+                    ),
+                )
+            with judged_above((method, url)):  # recording: the real request is this one
+                return await inner(self, method, url, **kwargs)
+
+        return new_request
+
+    patches.patch(aiohttp_stubs, "vcr_request", vcr_request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from pytest_outbound._guard import Guard
@@ -56,3 +57,10 @@ def install(guard: Guard, patches: Patches) -> None:
 
     patches.patch(requests.Session, "send", send)
     patches.patch(requests.Session, "request", request)
+    if importlib.util.find_spec("requests_mock") is not None:
+        # requests-mock's Mocker replaces Session.send with a function that calls the send it
+        # saved when it was imported (before this plugin patched it): wrap that one too.
+        import requests_mock.mocker
+
+        if "_original_send" in vars(requests_mock.mocker):
+            patches.patch(requests_mock.mocker, "_original_send", send)

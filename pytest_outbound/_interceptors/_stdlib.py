@@ -9,6 +9,7 @@ proxy itself is judged by the socket backstop.
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import urllib.request
 from typing import Any
 
@@ -84,3 +85,37 @@ def install(guard: Guard, patches: Patches) -> None:
 
     patches.patch(http.client.HTTPConnection, "request", request)
     patches.patch(urllib.request.AbstractHTTPHandler, "do_open", do_open)
+    if importlib.util.find_spec("vcr") is not None:
+        _install_vcr(guard, patches)
+
+
+def _install_vcr(guard: Guard, patches: Patches) -> None:
+    """Under a vcrpy cassette, http.client's connection classes are vcr's own: judge there."""
+    from vcr.stubs import VCRConnection
+
+    original = VCRConnection.request
+
+    def request(
+        self: Any,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        __tracebackhide__ = True
+        if guard.active and JUDGED_ABOVE.get() is None:
+            data, body = capture_body(body)
+            record = build_request(
+                method,
+                self._uri(url),
+                headers=dict(headers or {}),
+                body=data,
+                client=CLIENT,
+                body_limit=guard.body_limit,
+            )
+            admit(guard, record)
+        return original(self, method, url, body, headers, *args, **kwargs)
+
+    patches.patch(VCRConnection, "request", request)
