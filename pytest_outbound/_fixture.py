@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._contract import check_payload, format_contract_diff
 from pytest_outbound._decide import Entry, resolve_entry
@@ -11,7 +11,9 @@ from pytest_outbound._errors import PolicyError
 from pytest_outbound._guard import Scope
 from pytest_outbound._policy import Payload
 from pytest_outbound._record import OutboundRequest
-from pytest_outbound._stubs import Stub
+
+if TYPE_CHECKING:
+    from pytest_outbound._stubs import Stub
 
 
 class Outbound:
@@ -116,6 +118,7 @@ class Outbound:
 
         The request is still judged by the policy first: stubbing does not document it.
         """
+        from pytest_outbound._stubs import Stub  # responses and respx, only when stubbing
         stub = Stub(
             self._entry(entry, "stub"),
             method=method,
