@@ -119,6 +119,7 @@ class Outbound:
         The request is still judged by the policy first: stubbing does not document it.
         """
         from pytest_outbound._stubs import Stub  # responses and respx, only when stubbing
+
         stub = Stub(
             self._entry(entry, "stub"),
             method=method,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import ORIGIN, Guard
 from pytest_outbound._hosts import default_port
-from pytest_outbound._record import OutboundRequest
+from pytest_outbound._record import OutboundRequest, build_request
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
@@ -128,6 +128,33 @@ def admit(guard: Guard, record: OutboundRequest) -> Stub | None:
     if stub is not None:
         stub.calls.append(record)
     return stub
+
+
+def judge(
+    guard: Guard,
+    method: str,
+    url: str,
+    *,
+    headers: Any,
+    body: object,
+    client: str,
+    written_url: str | None = None,
+) -> tuple[object, Stub | None]:
+    """Build the record of a request about to be sent and judge it (``OutboundBlocked`` in
+    enforce). Returns the body to send in place of ``body`` (see ``capture_body``) and the stub
+    that answers the request, if any."""
+    __tracebackhide__ = True
+    data, body = capture_body(body)
+    record = build_request(
+        method,
+        url,
+        headers=headers,
+        body=data,
+        client=client,
+        body_limit=guard.body_limit,
+        written_url=written_url,
+    )
+    return body, admit(guard, record)
 
 
 @contextmanager

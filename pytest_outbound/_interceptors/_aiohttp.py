@@ -8,8 +8,7 @@ import json
 from typing import Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import JUDGED_ABOVE, Patches, admit, as_bytes, judged_above
-from pytest_outbound._record import build_request
+from pytest_outbound._interceptors import JUDGED_ABOVE, Patches, as_bytes, judge, judged_above
 
 
 def _payload_bytes(body: Any) -> bytes:
@@ -36,15 +35,14 @@ def install(guard: Guard, patches: Patches) -> None:
         original_init(self, method, url, *args, **kwargs)
         if not guard.active or JUDGED_ABOVE.get() is not None:
             return
-        record = build_request(
+        judge(
+            guard,
             self.method,
             str(self.url),
             headers=list(self.headers.items()),
             body=_payload_bytes(self.body),
             client="aiohttp",
-            body_limit=guard.body_limit,
         )
-        admit(guard, record)
 
     patches.patch(ClientRequest, "__init__", init)
     if importlib.util.find_spec("vcr") is not None:
@@ -66,16 +64,13 @@ def _install_vcr(guard: Guard, patches: Patches) -> None:
             __tracebackhide__ = True
             if guard.active:
                 target = URL(url).update_query(kwargs["params"]) if kwargs.get("params") else url
-                admit(
+                judge(
                     guard,
-                    build_request(
-                        method,
-                        str(target),
-                        headers=dict(kwargs.get("headers") or {}),
-                        body=_vcr_body(kwargs),
-                        client="aiohttp",
-                        body_limit=guard.body_limit,
-                    ),
+                    method,
+                    str(target),
+                    headers=dict(kwargs.get("headers") or {}),
+                    body=_vcr_body(kwargs),
+                    client="aiohttp",
                 )
             with judged_above((method, url)):  # recording: the real request is this one
                 return await inner(self, method, url, **kwargs)

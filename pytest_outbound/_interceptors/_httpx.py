@@ -4,28 +4,31 @@ respx and pytest-httpx (which mock the transport below it)."""
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import Patches, admit
-from pytest_outbound._record import OutboundRequest, build_request
+from pytest_outbound._interceptors import Patches, judge
+
+if TYPE_CHECKING:
+    from pytest_outbound._stubs import Stub
 
 _WRITTEN = "outbound_written_url"
 
 
-def _httpx_record(request: Any, body: bytes, guard: Guard) -> OutboundRequest:
+def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
     url = str(request.url)
     written = request.extensions.get(_WRITTEN)
-    return build_request(
+    _, stub = judge(
+        guard,
         request.method,
         url,
         headers=request.headers.multi_items(),
         body=body,
         client="httpx",
-        body_limit=guard.body_limit,
         # Only for the request built from it: a redirect hop inherits extensions, not the URL.
         written_url=written[0] if written and written[1] == url else None,
     )
+    return stub
 
 
 def install(guard: Guard, patches: Patches) -> None:
@@ -45,7 +48,7 @@ def install(guard: Guard, patches: Patches) -> None:
         __tracebackhide__ = True
         if guard.active:
             # A streaming body is read once into a replayable ByteStream (httpx's own read()).
-            stub = admit(guard, _httpx_record(request, request.read(), guard))
+            stub = _judge(guard, request, request.read())
             if stub is not None:
                 token = stub_transport.set(stub.transport)
                 try:
@@ -57,7 +60,7 @@ def install(guard: Guard, patches: Patches) -> None:
     async def send_single_async(self: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
         if guard.active:
-            stub = admit(guard, _httpx_record(request, await request.aread(), guard))
+            stub = _judge(guard, request, await request.aread())
             if stub is not None:
                 token = stub_transport.set(stub.transport)
                 try:

@@ -9,17 +9,10 @@ from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import (
     WRITTEN_URL,
     Patches,
-    admit,
-    capture_body,
+    judge,
     judged_above,
     take_written_url,
 )
-from pytest_outbound._record import build_request
-
-
-def _capture(request: Any) -> bytes:
-    data, request.body = capture_body(request.body)
-    return data
 
 
 def install(guard: Guard, patches: Patches) -> None:
@@ -40,17 +33,16 @@ def install(guard: Guard, patches: Patches) -> None:
         __tracebackhide__ = True
         if not guard.active:
             return original(self, request, **kwargs)
-        record = build_request(
+        request.body, stub = judge(  # type: ignore[assignment]
+            guard,
             request.method or "GET",
             request.url or "",
             headers=request.headers,
-            body=_capture(request),
+            body=request.body,
             client="requests",
-            body_limit=guard.body_limit,
             written_url=take_written_url(),
         )
-        stub = admit(guard, record)
-        with judged_above(record):
+        with judged_above(request):
             if stub is not None:
                 return original(stub.session_for(self, request), request, **kwargs)
             return original(self, request, **kwargs)

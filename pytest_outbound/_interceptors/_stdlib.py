@@ -17,12 +17,10 @@ from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import (
     JUDGED_ABOVE,
     Patches,
-    admit,
-    capture_body,
+    judge,
     judged_above,
     url_of,
 )
-from pytest_outbound._record import build_request
 
 CLIENT = "http.client"
 
@@ -48,16 +46,14 @@ def install(guard: Guard, patches: Patches) -> None:
         host, port = (
             (tunnel, getattr(self, "_tunnel_port", None)) if tunnel else (self.host, self.port)
         )
-        data, body = capture_body(body)
-        record = build_request(
+        body, _ = judge(
+            guard,
             method,
             url_of(scheme, host, port, url),
             headers=dict(headers),
-            body=data,
+            body=body,
             client=CLIENT,
-            body_limit=guard.body_limit,
         )
-        admit(guard, record)
         return original_request(self, method, url, body, headers, **kwargs)
 
     def do_open(
@@ -69,18 +65,15 @@ def install(guard: Guard, patches: Patches) -> None:
         __tracebackhide__ = True
         if not guard.active:
             return original_do_open(self, http_class, req, **kwargs)
-        data, replacement = capture_body(req.data)
-        req.data = replacement  # type: ignore[assignment]
-        record = build_request(
+        req.data, _ = judge(  # type: ignore[assignment]
+            guard,
             req.get_method(),
             req.full_url,
             headers={**req.headers, **req.unredirected_hdrs},
-            body=data,
+            body=req.data,
             client=CLIENT,
-            body_limit=guard.body_limit,
         )
-        admit(guard, record)
-        with judged_above(record):
+        with judged_above(req):
             return original_do_open(self, http_class, req, **kwargs)
 
     patches.patch(http.client.HTTPConnection, "request", request)
@@ -106,16 +99,14 @@ def _install_vcr(guard: Guard, patches: Patches) -> None:
     ) -> Any:
         __tracebackhide__ = True
         if guard.active and JUDGED_ABOVE.get() is None:
-            data, body = capture_body(body)
-            record = build_request(
+            body, _ = judge(
+                guard,
                 method,
                 self._uri(url),
                 headers=dict(headers or {}),
-                body=data,
+                body=body,
                 client=CLIENT,
-                body_limit=guard.body_limit,
             )
-            admit(guard, record)
         return original(self, method, url, body, headers, *args, **kwargs)
 
     patches.patch(VCRConnection, "request", request)

@@ -15,13 +15,11 @@ from pytest_outbound._interceptors import (
     JUDGED_ABOVE,
     WRITTEN_URL,
     Patches,
-    admit,
-    capture_body,
+    judge,
     judged_above,
     take_written_url,
     url_of,
 )
-from pytest_outbound._record import build_request
 
 
 def install(guard: Guard, patches: Patches) -> None:
@@ -53,17 +51,15 @@ def install(guard: Guard, patches: Patches) -> None:
         above = JUDGED_ABOVE.get()
         if not guard.active or (above is not None and not _another_hop(above, self, url)):
             return original(self, method, url, body, headers, *args, **kwargs)
-        data, body = capture_body(body)
-        record = build_request(
+        body, _ = judge(
+            guard,
             method,
             url_of(self.scheme, self.host, self.port, url),
             headers=dict(headers if headers is not None else self.headers),
-            body=data,
+            body=body,
             client="urllib3",
-            body_limit=guard.body_limit,
             written_url=take_written_url(),
         )
-        admit(guard, record)
         with judged_above(("urllib3", self, url)):
             return original(self, method, url, body, headers, *args, **kwargs)
 
