@@ -40,6 +40,7 @@ _BUSY = threading.local()
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
+    __tracebackhide__ = True
     if not event.startswith("socket."):
         return
     backstop = _SWITCH.backstop
@@ -60,17 +61,19 @@ class Backstop:
         #: address -> the names this process resolved to it (for the real-peer rule).
         self.resolved: dict[str, set[str]] = {}
         self._lock = threading.Lock()
+        self._previous: Backstop | None = None
 
     def install(self, patches: Patches) -> None:
         if not _SWITCH.hooked:
             sys.addaudithook(_audit)
             _SWITCH.hooked = True
         self._wrap_resolvers(patches)
+        self._previous = _SWITCH.backstop  # a session nested in another (pytester) stacks
         _SWITCH.backstop = self
 
     def uninstall(self) -> None:
         if _SWITCH.backstop is self:
-            _SWITCH.backstop = None
+            _SWITCH.backstop = self._previous
 
     # -- events ------------------------------------------------------------------------------
 
@@ -92,8 +95,6 @@ class Backstop:
             peer = peer_from_address(name)
         except HostError:
             return  # the resolver refuses it; nothing leaves
-        if is_local(peer) and not self.guard.local_enforce:
-            return
         if not self.guard.offline and peer.host in self.guard.judged_hosts():
             return  # its HTTP request was judged already
         self._judge(_record(DNS, "DNS", f"dns://{peer.host}", peer))
@@ -116,8 +117,10 @@ class Backstop:
             return
         names = self._names_of(peer)
         judged = self.guard.judged_hosts()
-        if not self.guard.offline and (peer.host in judged or names & judged.keys()):
-            return  # the connection of a request judged at the HTTP layer
+        if not self.guard.offline and any(
+            port in judged.get(host, ()) for host in (peer.host, *names)
+        ):
+            return  # the connection of a request judged at the HTTP layer (same host and port)
         kind = "udp" if getattr(sock, "type", None) == socket.SOCK_DGRAM else "tcp"
         shown = f"[{peer.host}]" if ":" in peer.host else peer.host
         record = _record(SOCKET, method, f"{kind}://{shown}:{port}", peer)

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pytest_outbound._contract import breach_reason, check_payload, format_contract_diff
 from pytest_outbound._errors import PolicyError
 from pytest_outbound._fields import compile_path_template
-from pytest_outbound._hosts import HostError, HostPattern, PatternIndex, Peer, peer_from_address
+from pytest_outbound._hosts import (
+    HostError,
+    HostPattern,
+    PatternIndex,
+    Peer,
+    default_port,
+    peer_from_address,
+)
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import OutboundRequest
 from pytest_outbound._sensitive import SensitiveScanner
@@ -50,9 +57,6 @@ class Rules:
         for dest in policy.destinations:
             for text in dest.hosts:
                 self.index.add(HostPattern.parse(text), dest)
-        self.allowed: PatternIndex[str] = PatternIndex()
-        for text in policy.allowed:
-            self.allowed.add(HostPattern.parse(text), text)
 
     def candidates(self, peer: Peer, *, host_only: bool = False) -> list[Destination]:
         """Destinations whose hosts match ``peer``, in policy order, each once.
@@ -62,11 +66,12 @@ class Rules:
         found = self.index.lookup(peer, host_only=host_only)
         if len(found) <= 1:
             return found
-        seen: dict[str, Destination] = {}
+        # The index returns matches in policy order; a destination with two matching host
+        # patterns appears twice.
+        first: dict[str, Destination] = {}
         for dest in found:
-            seen.setdefault(dest.name, dest)
-        order = {d.name: i for i, d in enumerate(self.policy.destinations)}
-        return sorted(seen.values(), key=lambda d: order[d.name])
+            first.setdefault(dest.name, dest)
+        return list(first.values())
 
 
 @dataclass(frozen=True)
@@ -284,6 +289,12 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
             full = dest
             if context.permits(dest.name):
                 break
+    if full is None and not near and not host_only:
+        # The host is documented, but only with another scheme or port in its pattern.
+        for dest in rules.candidates(peer, host_only=True):
+            faults = _pattern_faults(dest, peer)
+            if faults:
+                near.append((dest, faults))
     name = full.name if full is not None else None
     if full is not None and context.permits(full.name):
         return Verdict(True, name)
@@ -320,6 +331,23 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
         ("undocumented",),
         (f"host {peer.host!r} is not a documented destination",),
     )
+
+
+def _pattern_faults(dest: Destination, peer: Peer) -> list[tuple[str, str]]:
+    """Why ``dest``'s host patterns that name this host still do not admit it."""
+    for text in dest.hosts:
+        pattern = HostPattern.parse(text)
+        if not pattern.matches_host(peer):
+            continue
+        faults = []
+        if pattern.scheme and pattern.scheme != peer.scheme:
+            faults.append(("scheme", f"its host pattern {text!r} admits only {pattern.scheme}"))
+        implied = bool(faults) and pattern.port == default_port(pattern.scheme)
+        if pattern.port is not None and pattern.port != peer.port and not implied:
+            faults.append(("port", f"its host pattern {text!r} admits only port {pattern.port}"))
+        if faults:
+            return faults
+    return []
 
 
 def _constraint_faults(dest: Destination, request: OutboundRequest) -> list[tuple[str, str]]:

@@ -65,6 +65,15 @@ _LIBRARY_PACKAGES = frozenset(
 ) | (frozenset(sys.stdlib_module_names) - {"test"})  # user suites are often named "test"
 
 
+def _is_local_traffic(request: OutboundRequest) -> bool:
+    """Loopback connections are local (SPEC §3); so is looking up "localhost" itself. A lookup
+    of a name below it ("x.localhost") may reach the configured nameserver: it is judged."""
+    peer = request.peer
+    if peer is None or not is_local(peer):
+        return False
+    return request.client != DNS or peer.host == "localhost"
+
+
 @dataclass
 class Scope:
     """One test item while it runs: what it may contact, what it did, what it stubbed."""
@@ -78,8 +87,9 @@ class Scope:
     pending: list[OutboundBlocked] = field(default_factory=list)
     #: When each destination was last contacted in this test (for ``min_interval``).
     last_sent: dict[str, float] = field(default_factory=dict)
-    #: Hosts an HTTP interceptor judged in this test -> their destination (or None).
-    judged: dict[str, str | None] = field(default_factory=dict)
+    #: Host -> ports an HTTP interceptor judged in this test (their connections are not judged
+    #: again by the socket backstop; other ports of the same host are).
+    judged: dict[str, set[int | None]] = field(default_factory=dict)
 
 
 class Guard:
@@ -106,9 +116,12 @@ class Guard:
         self.outside_blocked: list[OutboundRequest] = []
         self.last_sent: dict[str, float] = {}
         self.local_enforce = local_enforce
+        #: The attribute, on each thread, naming the test that started it (one per guard, so a
+        #: session nested in another, as pytester runs them, keeps its own).
+        self.origin_key = f"{ORIGIN}_{id(self):x}"
         #: Offline mode: no real connection may leave, documented or not.
         self.offline = False
-        self._judged: dict[str, str | None] = {}
+        self._judged: dict[str, set[int | None]] = {}
         self.body_limit = body_limit
         self._rootpath = rootpath
         self._on_request = on_request
@@ -131,14 +144,16 @@ class Guard:
         Returns False when the request is local traffic that is not judged (SPEC §3).
         """
         __tracebackhide__ = True
-        peer = request.peer
-        if peer is not None and not self.local_enforce and is_local(peer):
+        if not self.local_enforce and _is_local_traffic(request):
             return False
         scope, late = self._attribution()
         context = scope.context if scope is not None else self.session_context
         history = scope.last_sent if scope is not None else self.last_sent
         request.time = time.time()  # the application's clock: time-machine/freezegun apply
-        verdict = decide(request, context, history=history)
+        with self._lock:  # min_interval: checking and noting the time is one step
+            verdict = decide(request, context, history=history)
+            if verdict.destination is not None and (verdict.allowed or self.mode != ENFORCE):
+                history[verdict.destination] = request.time
         request.destination = verdict.destination
         request.verdict = "allowed" if verdict.allowed else "violation"
         request.reasons = list(verdict.reasons)
@@ -152,17 +167,13 @@ class Guard:
         if request.body_size > len(request.body):
             request.field_values()  # from the whole body, before it is let go
         request.full_body = b""
-        leaves = verdict.allowed or self.mode != ENFORCE
         with self._lock:
             self.records.append(request)
             if scope is not None:
                 scope.records.append(request)
-            if leaves and request.destination is not None:
-                history[request.destination] = request.time
             if request.client not in (SOCKET, DNS):
-                (scope.judged if scope is not None else self._judged)[request.host] = (
-                    request.destination
-                )
+                judged = scope.judged if scope is not None else self._judged
+                judged.setdefault(request.host, set()).add(request.port)
         if self._on_request is not None:
             self._on_request(request)
         if verdict.allowed:
@@ -191,14 +202,14 @@ class Guard:
         """
         scope = self.scope
         thread = threading.current_thread()
-        origin: Scope | None = getattr(thread, ORIGIN, None)
+        origin: Scope | None = getattr(thread, self.origin_key, None)
         if origin is None or origin is scope or thread.name.startswith(_POOL_THREADS):
             return scope, False
         return origin, True
 
-    def judged_hosts(self) -> dict[str, str | None]:
-        """Hosts judged at the HTTP layer in the test under way (or outside tests)."""
-        scope = self.scope
+    def judged_hosts(self) -> dict[str, set[int | None]]:
+        """Host -> ports judged at the HTTP layer by the test this thread belongs to."""
+        scope, _ = self._attribution()
         return scope.judged if scope is not None else self._judged
 
     def stub_for(self, request: OutboundRequest) -> Stub | None:

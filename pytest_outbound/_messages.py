@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytest_outbound._decide import Context, Rules, Verdict, documented_summary, suggest_name
+from pytest_outbound._hosts import default_port
 from pytest_outbound._record import OutboundRequest
 
 _INDENT = "    "
@@ -51,14 +52,25 @@ def _fixes(request: OutboundRequest, verdict: Verdict, rules: Rules) -> list[str
         out += ["  to allow it in this test on purpose, add:", allow_marker]
     elif dest is not None and codes & {"scheme", "port", "method", "path"}:
         out.append(f"  to document it, extend destination {dest.name!r} ({_file_of(dest.source)}):")
+        authority = request.host
+        if request.port not in (None, default_port(request.scheme)):
+            authority = f"{authority}:{request.port}"
+        suggestions: dict[str, None] = {}  # ordered, each once
         for code, key, items in (
             ("scheme", "schemes", [*dest.schemes, request.scheme]),
             ("port", "ports", [*dest.ports, request.port]),
             ("method", "methods", [*dest.methods, request.method]),
             ("path", "paths", [*dest.paths, request.path]),
         ):
-            if code in codes:
-                out.append(f"{_INDENT}{key} = {_toml_list(items)}")
+            if code not in codes:
+                continue
+            if code in ("scheme", "port") and not getattr(dest, key):
+                # The host pattern itself carries the scheme or port: document another pattern.
+                more = f"{request.scheme}://{authority}" if code == "scheme" else authority
+                items = [*dest.hosts, more]
+                key = "hosts"
+            suggestions[f"{_INDENT}{key} = {_toml_list(items)}"] = None
+        out.extend(suggestions)
     elif "undocumented" in codes:
         out += _new_destination(request.host, rules)
         out += ["  or allow it in this test only:", allow_marker]

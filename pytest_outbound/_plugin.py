@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -269,22 +270,49 @@ def _int_ini(config: pytest.Config, name: str, example: str) -> int:
     return value
 
 
+@functools.cache
+def _machine_values() -> tuple[SensitiveValue, ...]:
+    """This machine's hostname, user, addresses...: the same for every session in a process
+    (and probed once, so a nested session's probes are not judged by an outer one)."""
+    return tuple(machine_values())
+
+
 def _sensitive_scanner(config: pytest.Config) -> SensitiveScanner:
-    """This machine's values, the ini option's, and every plugin's/conftest's hook results."""
-    values = machine_values() if config.getini("outbound_sensitive_machine") else []
+    """This machine's values, the ini option's, and every plugin's/conftest's hook results.
+
+    Sensitive values are not directory-scoped: a value a conftest anywhere declares secret must
+    leave from no test. Called again once every conftest is loaded (after collection).
+    """
+    values = list(_machine_values()) if config.getini("outbound_sensitive_machine") else []
     for line in config.getini("outbound_sensitive"):
         kind, sep, value = str(line).partition(":")
         kind, value = (kind.strip(), value.strip()) if sep else ("sensitive", kind.strip())
         if value:
             values.append(SensitiveValue(kind or "sensitive", value))
-    for result in config.hook.pytest_outbound_sensitive_values(config=config):
-        for kind, items in dict(result or {}).items():
-            if isinstance(items, str):
-                items = [items]
-            values.extend(SensitiveValue(str(kind), str(v)) for v in items if str(v))
+    hook = config.hook.pytest_outbound_sensitive_values
+    for impl in hook.get_hookimpls():
+        source = _display_path(config, getattr(impl.plugin, "__file__", None) or impl.plugin_name)
+        kwargs = {name: config for name in impl.argnames if name == "config"}
+        values.extend(_sensitive_from_hook(impl.function(**kwargs), source))
     ignore = COMMON_WORDS | {str(v).strip() for v in config.getini("outbound_sensitive_ignore")}
     min_length = _int_ini(config, "outbound_sensitive_min_length", "4")
     return SensitiveScanner(values, min_length=min_length, ignore=ignore)
+
+
+def _sensitive_from_hook(result: object, source: str) -> list[SensitiveValue]:
+    if result is None:
+        return []
+    if not isinstance(result, Mapping):
+        raise pytest.UsageError(
+            f"{source}: pytest_outbound_sensitive_values returned {result!r};"
+            ' return a mapping of kind to values, e.g. {"customer-id": ["ACME-7731"]}'
+        )
+    values = []
+    for kind, items in result.items():
+        for value in [items] if isinstance(items, str) else items:
+            if str(value):
+                values.append(SensitiveValue(str(kind), str(value)))
+    return values
 
 
 @pytest.fixture
@@ -340,6 +368,7 @@ class OutboundPlugin:
         self.problems: list[str] = []
         self.report: dict[str, Any] | None = None
         self._suspended: list[Scope | None] = []
+        self._default_contexts: dict[int, Context] = {}
         # Egress at interpreter exit: only for a session that owns its process (not a worker,
         # not pytest.main(plugins=...) as pytester runs it, whose process goes on).
         if not self.is_worker and not config.invocation_params.plugins:
@@ -381,6 +410,8 @@ class OutboundPlugin:
                 result = impl.function(**kwargs)
             except PolicyError as exc:
                 raise PolicyError(exc.message, exc.source or source) from None
+            except (TypeError, ValueError) as exc:  # e.g. Destination(host=...) for hosts=
+                raise PolicyError(f"pytest_outbound_destinations: {exc}", source) from None
             if result is None:
                 continue
             if not isinstance(result, Iterable) or isinstance(result, str | Destination):
@@ -423,12 +454,20 @@ class OutboundPlugin:
             elif mark.name == "outbound_expect":
                 expect.append(_expect_entry(mark, rules, where))
         item.stash[EXPECT_KEY] = tuple(expect)
-        if restriction is None and not allow:
-            return Context(rules)
+        if restriction is None and not allow:  # most tests: one shared context per directory
+            default = self._default_contexts.get(id(rules))
+            if default is None or default.rules is not rules:
+                default = self._default_contexts[id(rules)] = Context(rules)
+            return default
         return Context(rules, restriction, only, tuple(allow), source)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        # Every conftest is loaded now: take in their sensitive values too.
+        self.scanner = _sensitive_scanner(self.config)
+        self.root_rules = Rules(self.root_rules.policy, self.scanner)
+        self.rules_by_dir.clear()
+        self.guard.session_context = Context(self.root_rules)
         try:
             for item in items:
                 item.stash[CONTEXT_KEY] = self.context_for(item)

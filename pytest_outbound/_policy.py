@@ -7,6 +7,7 @@ Pure: no pytest, no patching. Every fault raises ``PolicyError`` naming where it
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -173,7 +174,7 @@ class Destination:
         if self.min_interval is not None:
             parse_duration(self.min_interval)
 
-    @property
+    @functools.cached_property
     def min_interval_seconds(self) -> float | None:
         return None if self.min_interval is None else parse_duration(self.min_interval)
 

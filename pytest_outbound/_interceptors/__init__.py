@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pytest_outbound._guard import ORIGIN, Guard
+from pytest_outbound._guard import Guard
 from pytest_outbound._hosts import default_port
 from pytest_outbound._record import OutboundRequest, build_request
 
@@ -94,8 +94,8 @@ def _remember_thread_origins(guard: Guard, patches: Patches) -> None:
     original_start = threading.Thread.start
 
     def start(self: threading.Thread) -> None:
-        origin = guard.scope or getattr(threading.current_thread(), ORIGIN, None)
-        setattr(self, ORIGIN, origin)
+        key = guard.origin_key
+        setattr(self, key, guard.scope or getattr(threading.current_thread(), key, None))
         original_start(self)
 
     patches.patch(threading.Thread, "start", start)
