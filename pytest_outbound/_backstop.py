@@ -197,7 +197,7 @@ def _record(client: str, method: str, url: str, peer: Peer) -> OutboundRequest:
         host=peer.host,
         port=peer.port,
         path="",
-        query={},
+        query_text="",
         headers={},
         client=client,
         peer=peer,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import TYPE_CHECKING
 
 from pytest_outbound._decide import DNS, SOCKET, Context, decide
@@ -128,6 +129,8 @@ class Guard:
         self._on_violation = on_violation
         self._lock = threading.Lock()
         self._relpaths: dict[str, str] = {}
+        #: code object -> whether it belongs to a library (so frames are classified once).
+        self._library_code: dict[CodeType, bool] = {}
 
     def write_records_to(self, on_request: Callable[[OutboundRequest], object]) -> None:
         """In a child process: hand every record to ``on_request`` (there are no pytest hooks)."""
@@ -224,10 +227,15 @@ class Guard:
 
     def _location(self) -> str:
         frame = sys._getframe(2)
+        library = self._library_code
         while frame is not None:
-            module = frame.f_globals.get("__name__", "")
-            if module.partition(".")[0] not in _LIBRARY_PACKAGES:
-                return f"{self._relpath(frame.f_code.co_filename)}:{frame.f_lineno}"
+            code = frame.f_code
+            is_library = library.get(code)
+            if is_library is None:
+                module = frame.f_globals.get("__name__", "")
+                is_library = library[code] = module.partition(".")[0] in _LIBRARY_PACKAGES
+            if not is_library:
+                return f"{self._relpath(code.co_filename)}:{frame.f_lineno}"
             frame = frame.f_back  # type: ignore[assignment]
         return ""
 

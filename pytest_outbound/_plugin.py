@@ -27,7 +27,7 @@ from pytest_outbound._exit import watch as watch_exit
 from pytest_outbound._fixture import Outbound
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
-from pytest_outbound._interceptors import install_all
+from pytest_outbound._interceptors import Installation
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
 from pytest_outbound._report import (
@@ -353,7 +353,7 @@ class OutboundPlugin:
         self.guard.offline = bool(
             config.getoption("outbound_offline") or config.getini("outbound_offline")
         )
-        self._undo = install_all(self.guard)
+        self.installation = Installation(self.guard)
         self.children = (
             ChildGuards(self.guard, config.rootpath)
             if config.getini("outbound_subprocess")
@@ -366,7 +366,7 @@ class OutboundPlugin:
         self.worker_outside_blocked = 0
         self.workers: dict[str, str] = {}
         self.problems: list[str] = []
-        self.report: dict[str, Any] | None = None
+        self.finished = False
         self._suspended: list[Scope | None] = []
         self._default_contexts: dict[int, Context] = {}
         # Egress at interpreter exit: only for a session that owns its process (not a worker,
@@ -376,15 +376,19 @@ class OutboundPlugin:
 
     def close(self) -> None:
         self.guard.active = False
-        self._undo()
+        self.installation.undo()
         if self.children is not None:
             self.children.close()
 
     def _on_request(self, request: OutboundRequest) -> None:
-        self.config.hook.pytest_outbound_request(request=request)
+        hook = self.config.hook.pytest_outbound_request
+        if hook.get_hookimpls():  # most suites implement neither hook: skip the call
+            hook(request=request)
 
     def _on_violation(self, request: OutboundRequest) -> None:
-        self.config.hook.pytest_outbound_violation(request=request)
+        hook = self.config.hook.pytest_outbound_violation
+        if hook.get_hookimpls():
+            hook(request=request)
 
     # -- per-directory and per-test policy -------------------------------------------------
 
@@ -476,6 +480,7 @@ class OutboundPlugin:
 
     def pytest_collection_finish(self) -> None:
         self.guard.outside_phase = "session"
+        self.installation.catch_up()  # peers the test modules imported (aiohttp, vcr, ...)
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -513,6 +518,7 @@ class OutboundPlugin:
                 raise pytest.UsageError(str(exc)) from None
         scope = Scope(item.nodeid, context)
         item.stash[SCOPE_KEY] = scope
+        self.installation.catch_up()
         return (yield from self._phase(item, scope, "setup"))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -628,32 +634,29 @@ class OutboundPlugin:
             }
             return
         destinations, records = self.destinations(), self.records()
-        self.report = build_report(
-            mode=self.mode,
-            destinations=destinations,
-            records=records,
-            workers=self.workers or None,
-            outside_blocked=self.outside_blocked(),
-        )
+        self.finished = True
         self.problems = self._problems(destinations, records)
         report_path = self._report_path()
         if report_path:
-            write_report(report_path, self.report)
+            write_report(report_path, self._build_report())
         if self.problems and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _after_session(self, records: list[OutboundRequest]) -> None:
         """Requests made at interpreter exit: put them in the report too."""
         report_path = self._report_path()
-        if report_path and self.report is not None:
-            self.report = build_report(
-                mode=self.mode,
-                destinations=self.destinations(),
-                records=self.records(),
-                workers=self.workers or None,
-                outside_blocked=self.outside_blocked(),
-            )
-            write_report(report_path, self.report)
+        if report_path and self.finished:
+            write_report(report_path, self._build_report())
+
+    def _build_report(self) -> dict[str, Any]:
+        """The JSON report; built only when asked for (it costs about 1 KB per request)."""
+        return build_report(
+            mode=self.mode,
+            destinations=self.destinations(),
+            records=self.records(),
+            workers=self.workers or None,
+            outside_blocked=self.outside_blocked(),
+        )
 
     def _report_path(self) -> str | None:
         path = self.config.getoption("outbound_report") or next(
@@ -704,7 +707,7 @@ class OutboundPlugin:
         return problems
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker or self.report is None:
+        if self.is_worker or not self.finished:
             return
         verbose = self.config.get_verbosity() > 0
         write = terminalreporter.write_line
@@ -722,7 +725,7 @@ class OutboundPlugin:
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary:
             with open(step_summary, "a", encoding="utf-8") as out:
-                out.write(summary_markdown(self.report) + "\n")
+                out.write(summary_markdown(self._build_report()) + "\n")
 
 
 def github_annotations(records: Iterable[OutboundRequest]) -> list[str]:

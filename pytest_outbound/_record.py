@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from pytest_outbound._fields import Fields, extract_fields
 from pytest_outbound._hosts import HostError, Peer, peer_from_url
@@ -34,7 +34,8 @@ class OutboundRequest:
     host: str
     port: int | None
     path: str
-    query: dict[str, list[str]]
+    #: The query string as sent; ``query`` parses it when asked.
+    query_text: str
     headers: dict[str, str]
     body: bytes = b""
     client: str = ""
@@ -66,21 +67,32 @@ class OutboundRequest:
         return self.verdict == ALLOWED
 
     @property
+    def query(self) -> dict[str, list[str]]:
+        """The query parameters (SPEC §4), each name with its values."""
+        return parse_qs(self.query_text, keep_blank_values=True) if self.query_text else {}
+
+    @property
     def fields(self) -> tuple[str, ...]:
-        """The names of the fields this request carries (SPEC §5.1), in order."""
-        return tuple(self.field_values().values)
+        """The names of the fields this request carries (SPEC §5.1), in order.
+
+        Not kept on the record unless a contract needed them: a report of many requests would
+        otherwise hold every body's fields twice."""
+        return tuple((self._fields or self._extract()).values)
 
     def field_values(self) -> Fields:
-        """Every field with its values; extracted once, on first use."""
+        """Every field with its values; extracted once, on first use, and kept."""
         if self._fields is None:
-            self._fields = extract_fields(
-                path=self.path,
-                query=urlsplit(self.url).query if _is_plain(self.url) else "",
-                headers=list(self.headers.items()),
-                body=self.full_body or self.body,
-                templates=self.templates,
-            )
+            self._fields = self._extract()
         return self._fields
+
+    def _extract(self) -> Fields:
+        return extract_fields(
+            path=self.path,
+            query=self.query_text,
+            headers=list(self.headers.items()),
+            body=self.full_body or self.body,
+            templates=self.templates,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The report's view: every SPEC §4 key except ``body``."""
@@ -130,7 +142,10 @@ def build_request(
             url = written_url
     items = headers.items() if isinstance(headers, Mapping) else headers
     header_map = {str(k): str(v) for k, v in items}
-    parts = urlsplit(url) if _is_plain(url) else None
+    try:
+        parts: SplitResult | None = urlsplit(url)
+    except ValueError:
+        parts = None
     try:
         peer: Peer | None = peer_from_url(url)
         host_error = ""
@@ -149,7 +164,7 @@ def build_request(
         host=peer.host if peer else _raw_host(url),
         port=peer.port if peer else None,
         path=path,
-        query=parse_qs(query_text, keep_blank_values=True) if query_text else {},
+        query_text=query_text,
         headers=header_map,
         body=raw[:body_limit],
         full_body=raw,
@@ -158,14 +173,6 @@ def build_request(
         host_error=host_error,
         body_size=len(raw),
     )
-
-
-def _is_plain(url: str) -> bool:
-    try:
-        urlsplit(url)
-    except ValueError:
-        return False
-    return True
 
 
 def _raw_host(url: str) -> str:

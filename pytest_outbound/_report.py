@@ -341,7 +341,7 @@ def request_from_json(data: Mapping[str, Any]) -> OutboundRequest:
         host=data["host"],
         port=data["port"],
         path=data["path"],
-        query={k: list(v) for k, v in data["query"].items()},
+        query_text=urlsplit(data["url"]).query,
         headers=dict(data["headers"]),
         _fields=Fields(dict.fromkeys(data["fields"], ())),
         client=data["client"],

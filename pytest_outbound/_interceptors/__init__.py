@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import importlib.util
 import io
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,42 +51,58 @@ def take_written_url() -> str | None:
     return written
 
 
-def install_all(guard: Guard) -> Undo:
-    """Patch every supported client library that is installed; return the undo.
+class Installation:
+    """Every patch of one session, undone exactly and in reverse by ``undo``.
 
-    All or nothing: if one library cannot be patched, every patch made so far is undone.
+    requests, httpx, urllib3 and the standard library are patched at once. Peers that only
+    matter once a test suite uses them (aiohttp, vcrpy, requests-mock) are patched when they
+    have been imported, so a suite that never imports them does not pay for importing them:
+    ``catch_up`` is called again after collection and before every test.
     """
-    from pytest_outbound._interceptors import _httpx, _requests, _stdlib, _urllib3
 
-    installers: list[Callable[[Guard, Patches], None]] = [
-        _requests.install,
-        _httpx.install,
-        _urllib3.install,
-        _stdlib.install,
-    ]
-    if importlib.util.find_spec("aiohttp") is not None:
-        from pytest_outbound._interceptors import _aiohttp
+    def __init__(self, guard: Guard) -> None:
+        from pytest_outbound._backstop import Backstop
+        from pytest_outbound._interceptors import _aiohttp, _httpx, _requests, _stdlib, _urllib3
 
-        installers.append(_aiohttp.install)
-    from pytest_outbound._backstop import Backstop
+        self.guard = guard
+        self.patches = Patches()
+        self.backstop = Backstop(guard)
+        #: (modules that must be imported, installer), each run once.
+        self._pending: list[tuple[tuple[str, ...], Callable[[Guard, Patches], None]]] = [
+            (("aiohttp",), _aiohttp.install),
+            (("requests_mock",), _requests.install_requests_mock),
+            (("vcr",), _stdlib.install_vcr),
+            (("vcr", "aiohttp"), _aiohttp.install_vcr),
+        ]
+        try:
+            for install in (_requests.install, _httpx.install, _urllib3.install, _stdlib.install):
+                install(guard, self.patches)
+            _remember_thread_origins(guard, self.patches)
+            self.backstop.install(self.patches)
+            self.catch_up()
+        except BaseException:
+            self.undo()
+            raise
 
-    patches = Patches()
-    backstop = Backstop(guard)
-    try:
-        for install in installers:
-            install(guard, patches)
-        _remember_thread_origins(guard, patches)
-        backstop.install(patches)
-    except BaseException:
-        backstop.uninstall()
-        patches.undo()
-        raise
+    def catch_up(self) -> None:
+        """Patch the peers that have been imported since the last call."""
+        if not self._pending:
+            return
+        modules = sys.modules
+        for entry in list(self._pending):
+            required, install = entry
+            if all(name in modules for name in required):
+                self._pending.remove(entry)
+                install(self.guard, self.patches)
 
-    def undo() -> None:
-        backstop.uninstall()
-        patches.undo()
+    def undo(self) -> None:
+        self.backstop.uninstall()
+        self.patches.undo()
 
-    return undo
+
+def install_all(guard: Guard) -> Undo:
+    """Patch every client library in use (all or nothing); return the undo."""
+    return Installation(guard).undo
 
 
 def _remember_thread_origins(guard: Guard, patches: Patches) -> None:

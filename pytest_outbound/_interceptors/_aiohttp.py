@@ -3,7 +3,6 @@ connects, so a blocked request never opens a connection."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from typing import Any
 
@@ -45,11 +44,9 @@ def install(guard: Guard, patches: Patches) -> None:
         )
 
     patches.patch(ClientRequest, "__init__", init)
-    if importlib.util.find_spec("vcr") is not None:
-        _install_vcr(guard, patches)
 
 
-def _install_vcr(guard: Guard, patches: Patches) -> None:
+def install_vcr(guard: Guard, patches: Patches) -> None:
     """A vcrpy cassette replaces ``ClientSession._request`` and, replaying, never builds a
     ``ClientRequest``: judge the request as the session is asked for it."""
     from vcr.stubs import aiohttp_stubs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from pytest_outbound._guard import Guard
@@ -49,10 +48,13 @@ def install(guard: Guard, patches: Patches) -> None:
 
     patches.patch(requests.Session, "send", send)
     patches.patch(requests.Session, "request", request)
-    if importlib.util.find_spec("requests_mock") is not None:
-        # requests-mock's Mocker replaces Session.send with a function that calls the send it
-        # saved when it was imported (before this plugin patched it): wrap that one too.
-        import requests_mock.mocker
 
-        if "_original_send" in vars(requests_mock.mocker):
-            patches.patch(requests_mock.mocker, "_original_send", send)
+
+def install_requests_mock(guard: Guard, patches: Patches) -> None:
+    """requests-mock's Mocker replaces Session.send with a function that calls the send it saved
+    when it was imported (maybe before this plugin patched it): send that through ours too."""
+    import requests
+    import requests_mock.mocker
+
+    if "_original_send" in vars(requests_mock.mocker):
+        patches.patch(requests_mock.mocker, "_original_send", requests.Session.send)

@@ -9,7 +9,6 @@ proxy itself is judged by the socket backstop.
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import urllib.request
 from typing import Any
 
@@ -78,11 +77,9 @@ def install(guard: Guard, patches: Patches) -> None:
 
     patches.patch(http.client.HTTPConnection, "request", request)
     patches.patch(urllib.request.AbstractHTTPHandler, "do_open", do_open)
-    if importlib.util.find_spec("vcr") is not None:
-        _install_vcr(guard, patches)
 
 
-def _install_vcr(guard: Guard, patches: Patches) -> None:
+def install_vcr(guard: Guard, patches: Patches) -> None:
     """Under a vcrpy cassette, http.client's connection classes are vcr's own: judge there."""
     from vcr.stubs import VCRConnection
 
