@@ -157,6 +157,12 @@ class Guard:
             verdict = decide(request, context, history=history)
             if verdict.destination is not None and (verdict.allowed or self.mode != ENFORCE):
                 history[verdict.destination] = request.time
+            self.records.append(request)
+            if scope is not None:
+                scope.records.append(request)
+            if request.client not in (SOCKET, DNS):
+                judged = scope.judged if scope is not None else self._judged
+                judged.setdefault(request.host, set()).add(request.port)
         request.destination = verdict.destination
         request.verdict = "allowed" if verdict.allowed else "violation"
         request.reasons = list(verdict.reasons)
@@ -170,13 +176,6 @@ class Guard:
         if request.body_size > len(request.body):
             request.field_values()  # from the whole body, before it is let go
         request.full_body = b""
-        with self._lock:
-            self.records.append(request)
-            if scope is not None:
-                scope.records.append(request)
-            if request.client not in (SOCKET, DNS):
-                judged = scope.judged if scope is not None else self._judged
-                judged.setdefault(request.host, set()).add(request.port)
         if self._on_request is not None:
             self._on_request(request)
         if verdict.allowed:

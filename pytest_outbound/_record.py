@@ -141,7 +141,7 @@ def build_request(
         except HostError:
             url = written_url
     items = headers.items() if isinstance(headers, Mapping) else headers
-    header_map = {str(k): str(v) for k, v in items}
+    header_map = {_text(k): _text(v) for k, v in items}
     try:
         parts: SplitResult | None = urlsplit(url)
     except ValueError:
@@ -173,6 +173,15 @@ def build_request(
         host_error=host_error,
         body_size=len(raw),
     )
+
+
+def _text(value: object) -> str:
+    """Header names and values as text (requests accepts bytes, sent as Latin-1)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
 
 
 def _raw_host(url: str) -> str:

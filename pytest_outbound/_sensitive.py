@@ -436,14 +436,15 @@ class SensitiveScanner:
         found: dict[str, SensitiveHit] = {}
         if not self._tables:
             return []
-        places: list[tuple[str, str, bytes]] = [("url", "", url.encode("utf-8", "replace"))]
-        places.extend(
-            (f"header:{name.strip().lower()}", "", value.encode("utf-8", "replace"))
-            for name, value in headers
-        )
         # Most requests carry nothing: one search over every place at once says so. Each place
         # is a part of the joined text, so a place with a match makes the joined text match.
-        if self._may_match(b"\n".join(data for _, _, data in places)):
+        joined = "\n".join([url, *(value for _, value in headers)])
+        if self._may_match(joined.encode("utf-8", "replace")):
+            places = [("url", "", url.encode("utf-8", "replace"))]
+            places.extend(
+                (f"header:{name.strip().lower()}", "", value.encode("utf-8", "replace"))
+                for name, value in headers
+            )
             for where, layer, data in places:
                 if self._scan_text(data, where, layer, found):
                     return self._ordered(found)

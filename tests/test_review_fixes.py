@@ -168,3 +168,19 @@ def test_every_patch_is_undone_exactly(pytester: pytest.Pytester) -> None:
     )
     pytester.runpytest("-o", "outbound_mode=enforce").assert_outcomes(passed=1)
     assert attributes() == before
+
+
+def test_bytes_header_names_and_values_are_recorded_as_text(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\noutbound_mode = enforce\noutbound_allow = api.example.com\n")
+    pytester.makepyfile(
+        """
+        import requests, responses
+
+        @responses.activate
+        def test_bytes(outbound):
+            responses.get("https://api.example.com/v1")
+            requests.get("https://api.example.com/v1", headers={b"X-Raw": b"caf\\xe9"})
+            assert outbound.requests[0].headers["X-Raw"] == "caf\\u00e9"
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
