@@ -6,10 +6,10 @@ from typing import Any
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import (
+    JUDGED_ABOVE,
     WRITTEN_URL,
     Patches,
     judge,
-    judged_above,
     take_written_url,
 )
 
@@ -41,10 +41,13 @@ def install(guard: Guard, patches: Patches) -> None:
             client="requests",
             written_url=take_written_url(),
         )
-        with judged_above(request):
+        token = JUDGED_ABOVE.set(request)  # urllib3 beneath: already judged (the hot path)
+        try:
             if stub is not None:
                 return original(stub.session_for(self, request), request, **kwargs)
             return original(self, request, **kwargs)
+        finally:
+            JUDGED_ABOVE.reset(token)
 
     patches.patch(requests.Session, "send", send)
     patches.patch(requests.Session, "request", request)
