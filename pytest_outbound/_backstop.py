@@ -39,9 +39,21 @@ _SWITCH = _Switch()
 _BUSY = threading.local()
 
 
+#: The audit events the backstop judges; every other event returns at once.
+_WATCHED = frozenset(
+    {
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.connect",
+        "socket.sendto",
+        "socket.sendmsg",
+    }
+)
+
+
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     __tracebackhide__ = True
-    if not event.startswith("socket."):
+    if event not in _WATCHED:
         return
     backstop = _SWITCH.backstop
     if backstop is None or getattr(_BUSY, "on", False):

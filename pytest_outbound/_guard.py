@@ -131,6 +131,7 @@ class Guard:
         self._relpaths: dict[str, str] = {}
         #: code object -> whether it belongs to a library (so frames are classified once).
         self._library_code: dict[CodeType, bool] = {}
+        self._locations: dict[tuple[CodeType, int], str] = {}
 
     def write_records_to(self, on_request: Callable[[OutboundRequest], object]) -> None:
         """In a child process: hand every record to ``on_request`` (there are no pytest hooks)."""
@@ -234,7 +235,13 @@ class Guard:
                 module = frame.f_globals.get("__name__", "")
                 is_library = library[code] = module.partition(".")[0] in _LIBRARY_PACKAGES
             if not is_library:
-                return f"{self._relpath(code.co_filename)}:{frame.f_lineno}"
+                key = (code, frame.f_lineno)
+                location = self._locations.get(key)
+                if location is None:  # one string per call site, shared by its requests
+                    location = self._locations[key] = (
+                        f"{self._relpath(code.co_filename)}:{frame.f_lineno}"
+                    )
+                return location
             frame = frame.f_back  # type: ignore[assignment]
         return ""
 

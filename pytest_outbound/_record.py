@@ -5,6 +5,7 @@ Pure: interceptors turn a library's request into this record; ``decide`` judges 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,7 +144,7 @@ def build_request(
     items = headers.items() if isinstance(headers, Mapping) else headers
     header_map = {_text(k): _text(v) for k, v in items}
     try:
-        parts: SplitResult | None = urlsplit(url)
+        parts: SplitResult | None = _split(url)
     except ValueError:
         parts = None
     try:
@@ -173,6 +174,10 @@ def build_request(
         host_error=host_error,
         body_size=len(raw),
     )
+
+
+#: Suites send the same URLs again and again: split each once, and share its parts.
+_split = functools.lru_cache(maxsize=4096)(urlsplit)
 
 
 def _text(value: object) -> str:

@@ -108,3 +108,42 @@ def test_bad_conftest_destinations_are_usage_errors(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_request_and_violation_hooks_see_every_judged_request(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_allow = ok.example\n")
+    pytester.makeconftest(
+        """
+        SEEN = []
+
+        def pytest_outbound_request(request):
+            SEEN.append(("request", request.host, request.verdict))
+
+        def pytest_outbound_violation(request):
+            SEEN.append(("violation", request.host, request.reasons))
+
+        def pytest_sessionfinish(session):
+            import json, pathlib
+            pathlib.Path("seen.json").write_text(json.dumps(SEEN))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import requests, responses
+
+        @responses.activate
+        def test_two(outbound):
+            responses.get("https://ok.example/")
+            responses.get("https://leak.example/")
+            requests.get("https://ok.example/")
+            requests.get("https://leak.example/")
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+    import json
+
+    assert json.loads((pytester.path / "seen.json").read_text()) == [
+        ["request", "ok.example", "allowed"],
+        ["request", "leak.example", "violation"],
+        ["violation", "leak.example", ["undocumented"]],
+    ]
