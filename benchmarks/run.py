@@ -1448,6 +1448,25 @@ def git_state() -> dict[str, Any]:
     }
 
 
+#: The cases measured inside one test: (test, label) pairs, the target ratio, the variant on.
+HTTP_CASES: dict[str, tuple[list[tuple[str, str]], float, str]] = {
+    "per-request": (
+        [("test_requests_get", "requests+responses GET"), ("test_httpx_get", "httpx+respx GET")],
+        1.10,
+        "on",
+    ),
+    "payload": (
+        [
+            ("test_requests_payload", "requests+responses POST JSON"),
+            ("test_httpx_payload", "httpx+respx POST JSON"),
+        ],
+        1.20,
+        "on",
+    ),
+    "socket": ([("test_socket_connect", "2,000 loopback connects")], 1.10, "on-local"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests and repetitions")
@@ -1508,44 +1527,10 @@ def main(argv: list[str] | None = None) -> int:
         for case in chosen:
             case_start = time.perf_counter()
             print(f"[{case}]", flush=True)
-            if case == "per-request":
-                new, raw[case] = http_case(
-                    root,
-                    s,
-                    case,
-                    [
-                        ("test_requests_get", "requests+responses GET"),
-                        ("test_httpx_get", "httpx+respx GET"),
-                    ],
-                    1.10,
-                )
-            elif case == "payload":
-                new, raw[case] = http_case(
-                    root,
-                    s,
-                    case,
-                    [
-                        ("test_requests_payload", "requests+responses POST JSON"),
-                        ("test_httpx_payload", "httpx+respx POST JSON"),
-                    ],
-                    1.20,
-                )
-            elif case == "socket":
-                new, raw[case] = http_case(
-                    root,
-                    s,
-                    case,
-                    [
-                        (
-                            "test_socket_connect",
-                            "2,000 loopback connects"
-                            if s.n == 2000
-                            else f"{s.n} loopback connects",
-                        )
-                    ],
-                    1.10,
-                    on="on-local",
-                )
+            if case in HTTP_CASES:
+                tests, target, variant = HTTP_CASES[case]
+                labelled = [(t, label.replace("2,000", f"{s.n:,}")) for t, label in tests]
+                new, raw[case] = http_case(root, s, case, labelled, target, on=variant)
             elif case == "suite":
                 new, raw[case] = suite_case(root, s)
             elif case == "matching":
@@ -1564,9 +1549,8 @@ def main(argv: list[str] | None = None) -> int:
         if options.profile:
             missed = {r.case for r in rows if r.passed is False}
             tests = {
-                "per-request": [("test_requests_get", "on"), ("test_httpx_get", "on")],
-                "payload": [("test_requests_payload", "on"), ("test_httpx_payload", "on")],
-                "socket": [("test_socket_connect", "on-local")],
+                name: [(test, variant) for test, _ in pairs]
+                for name, (pairs, _, variant) in HTTP_CASES.items()
             }
             for case in [c for c in chosen if c in missed]:
                 if case in tests:
