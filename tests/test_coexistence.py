@@ -19,6 +19,7 @@ import pytest
 # imported afresh by every in-process inner run: a second import of its C loader cannot load
 # any YAML ("could not determine a constructor for the tag None").
 import yaml  # noqa: F401
+from inner_output import before_summary
 
 POLICY = """
 [[destination]]
@@ -353,7 +354,10 @@ def test_pytest_recording_vcr_marker_and_block_network(suite: pytest.Pytester) -
         ]
     )
     out = result.stdout.str()
-    assert out.count("OutboundBlocked: outbound request blocked: GET https://evil.example") == 2
+    failures = before_summary(result)
+    assert (
+        failures.count("OutboundBlocked: outbound request blocked: GET https://evil.example") == 2
+    )
     assert "Network is disabled for host 'evil.example'" not in out
     assert "AssertionError" not in out
 
@@ -402,7 +406,8 @@ def test_requests_mock(suite: pytest.Pytester) -> None:
         ]
     )
     out = result.stdout.str()
-    assert out.count("outbound request(s) were blocked, and the code under test caught") == 2
+    failures = before_summary(result)
+    assert failures.count("outbound request(s) were blocked, and the code under test caught") == 2
     assert "AssertionError" not in out
 
 
