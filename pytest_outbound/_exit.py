@@ -1,8 +1,8 @@
 """Egress after the session: ``atexit`` flushes and background threads at interpreter exit.
 
-pytest has printed its summary by then and the HTTP patches are undone, but the audit hook of
-the socket/DNS backstop is still installed (it cannot be removed). When the interpreter shuts
-down, the last session of the process switches it back on with phase ``session``: before any
+pytest has printed its summary by then and the HTTP patches are undone. When the interpreter
+shuts down, the last session of the process puts the socket/DNS backstop back in place, with
+phase ``session``: before any
 ``atexit`` handler runs (``threading``'s shutdown callbacks run first), so an ``atexit`` flush
 or a late thread is seen. Each such request is reported on stderr as it happens, added to the
 JSON report, and, in ``enforce`` mode, blocked; the process then exits non-zero.

@@ -40,6 +40,8 @@ RAW_CALLS = {
     "connect": "socket.create_connection(('127.0.0.1', port)).close()",
     "connect_ex": "s = socket.socket(); s.connect_ex(('127.0.0.1', port)); s.close()",
     "sendto": "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b'x', ('127.0.0.1', port)); u.close()",
+    "sendto-flags": "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b'x', 0, ('127.0.0.1', port)); u.close()",
+    "sendmsg": "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendmsg([b'x'], [], 0, ('127.0.0.1', port)); u.close()",
     "asyncio-open_connection": "asyncio.run(open_and_close(port))",
     "asyncio-sock_connect": "asyncio.run(sock_connect(port))",
 }
@@ -65,7 +67,7 @@ async def sock_connect(port):
 def test_raw_socket_recorded_in_audit_and_blocked_in_enforce(
     suite: pytest.Pytester, call: str
 ) -> None:
-    kind = "socket.SOCK_DGRAM" if call == "sendto" else "socket.SOCK_STREAM"
+    kind = "socket.SOCK_DGRAM" if call.startswith("send") else "socket.SOCK_STREAM"
     suite.makepyfile(
         test_raw=RAW_HELPERS
         + f"""
@@ -90,6 +92,42 @@ def test_raw(outbound):
     result = suite.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*outbound request blocked: * (client: socket)*"])
+
+
+def test_a_socket_made_before_the_session_is_judged_too(suite: pytest.Pytester) -> None:
+    # The conftest is imported before the plugin configures: its socket predates the backstop.
+    suite.makeconftest(
+        """
+        import socket
+        import pytest
+
+        EARLY = socket.socket()
+
+        @pytest.fixture
+        def early():
+            yield EARLY
+            EARLY.close()
+        """
+    )
+    suite.makepyfile(
+        """
+        import pytest
+        from listener import listening
+        from pytest_outbound import OutboundBlocked
+
+        def test_early(early, outbound):
+            with listening() as port:
+                with pytest.raises(OutboundBlocked):
+                    early.connect(("127.0.0.1", port))
+            [record] = outbound.requests
+            assert (record.client, record.port, record.verdict) == ("socket", port, "violation")
+        """
+    )
+    suite.makeini(ini("enforce", "outbound_local = enforce"))
+    result = suite.runpytest()
+    # Blocked (and so failing the test, as a swallowed block would) before it connected.
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*1 outbound request(s) were blocked*"])
 
 
 def test_looking_up_an_undocumented_name_is_a_dns_violation(suite: pytest.Pytester) -> None:

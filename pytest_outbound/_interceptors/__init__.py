@@ -124,11 +124,15 @@ class Patches:
         self._undos: list[Undo] = []
 
     def patch(self, owner: Any, name: str, replacement: Any) -> None:
-        """Replace ``owner.name`` (its own attribute, not an inherited one)."""
-        original = owner.__dict__[name]
+        """Replace ``owner.name``; an inherited attribute is shadowed, and the shadow removed."""
+        own = name in owner.__dict__
+        original = owner.__dict__[name] if own else getattr(owner, name)
         functools.update_wrapper(replacement, original)
         setattr(owner, name, replacement)
-        self._undos.append(lambda: setattr(owner, name, original))
+        if own:
+            self._undos.append(lambda: setattr(owner, name, original))
+        else:
+            self._undos.append(lambda: delattr(owner, name))
 
     def undo(self) -> None:
         while self._undos:
