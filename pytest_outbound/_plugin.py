@@ -341,6 +341,7 @@ class OutboundPlugin:
         self.scanner = _sensitive_scanner(config)
         self.root_rules = Rules(policy, self.scanner)
         self.rules_by_dir: dict[Path, Rules] = {}
+        self._rules_by_parent: dict[Node | None, Rules] = {}
         self.guard = Guard(
             mode=mode,
             context=Context(self.root_rules),
@@ -393,6 +394,9 @@ class OutboundPlugin:
     # -- per-directory and per-test policy -------------------------------------------------
 
     def rules_for(self, item: pytest.Item) -> Rules:
+        rules = self._rules_by_parent.get(item.parent)
+        if rules is not None:
+            return rules
         key = item.path.parent
         rules = self.rules_by_dir.get(key)
         if rules is None:
@@ -402,6 +406,7 @@ class OutboundPlugin:
             else:
                 rules = self.root_rules
             self.rules_by_dir[key] = rules
+        self._rules_by_parent[item.parent] = rules
         return rules
 
     def _conftest_destinations(self, item: pytest.Item) -> Iterable[Destination]:
@@ -435,6 +440,8 @@ class OutboundPlugin:
 
     def context_for(self, item: pytest.Item) -> Context:
         rules = self.rules_for(item)
+        if not _has_outbound_marker(item):  # most tests: one shared context per directory
+            return self._default_context(rules)
         restriction: str | None = None
         only: tuple[Entry, ...] = ()
         source = ""
@@ -457,13 +464,17 @@ class OutboundPlugin:
                 allow.extend(resolve_entry(a, rules, where) for a in mark.args)
             elif mark.name == "outbound_expect":
                 expect.append(_expect_entry(mark, rules, where))
-        item.stash[EXPECT_KEY] = tuple(expect)
-        if restriction is None and not allow:  # most tests: one shared context per directory
-            default = self._default_contexts.get(id(rules))
-            if default is None or default.rules is not rules:
-                default = self._default_contexts[id(rules)] = Context(rules)
-            return default
+        if expect:
+            item.stash[EXPECT_KEY] = tuple(expect)
+        if restriction is None and not allow:
+            return self._default_context(rules)
         return Context(rules, restriction, only, tuple(allow), source)
+
+    def _default_context(self, rules: Rules) -> Context:
+        default = self._default_contexts.get(id(rules))
+        if default is None or default.rules is not rules:
+            default = self._default_contexts[id(rules)] = Context(rules)
+        return default
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -471,10 +482,14 @@ class OutboundPlugin:
         self.scanner = _sensitive_scanner(self.config)
         self.root_rules = Rules(self.root_rules.policy, self.scanner)
         self.rules_by_dir.clear()
+        self._rules_by_parent.clear()
         self.guard.session_context = Context(self.root_rules)
         try:
-            for item in items:
-                item.stash[CONTEXT_KEY] = self.context_for(item)
+            for item in items:  # a marker or conftest hook at fault is a usage error now
+                if _has_outbound_marker(item):
+                    item.stash[CONTEXT_KEY] = self.context_for(item)
+                else:
+                    self.rules_for(item)
         except PolicyError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -508,56 +523,68 @@ class OutboundPlugin:
         if self._suspended:
             self.guard.scope = self._suspended.pop()
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+    # Each phase is entered by a plain hook (tryfirst: before the fixtures of setup run) and
+    # settled in ``pytest_runtest_makereport``, which pytest calls right after the phase with
+    # its outcome. A phase that must fail (a block the code swallowed, an unmet expectation)
+    # gets its ``call.excinfo`` replaced, as pytest's own unittest support does; the report is
+    # then built from it as if the phase had raised. Cheaper than a hook wrapper per phase.
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
         context = item.stash.get(CONTEXT_KEY, None)
-        if context is None:  # an item made outside collection (rare): build it now
+        if context is None:
             try:
                 context = self.context_for(item)
-            except PolicyError as exc:
+            except PolicyError as exc:  # an item made outside collection (rare)
                 raise pytest.UsageError(str(exc)) from None
         scope = Scope(item.nodeid, context)
         item.stash[SCOPE_KEY] = scope
         self.installation.catch_up()
-        return (yield from self._phase(item, scope, "setup"))
+        self._enter(scope, "setup")
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
-        return (yield from self._phase(item, item.stash[SCOPE_KEY], "call"))
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        scope = item.stash.get(SCOPE_KEY, None)
+        if scope is not None:
+            self._enter(scope, "call")
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
-        scope = item.stash.get(SCOPE_KEY, None) or Scope(item.nodeid, Context(self.rules_for(item)))
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        scope = item.stash.get(SCOPE_KEY, None)
+        if scope is None:
+            scope = item.stash[SCOPE_KEY] = Scope(item.nodeid, Context(self.rules_for(item)))
+        self._enter(scope, "teardown")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+        if call.when == "collect":
+            return
+        scope = item.stash.get(SCOPE_KEY, None)
+        if scope is None:
+            return
         try:
-            return (yield from self._phase(item, scope, "teardown"))
+            self._settle(item, scope, call)
         finally:
-            self.guard.scope = None
-            if self.children is not None:
-                self.children.update(None, self.guard.outside_phase)
+            if call.when == "teardown":
+                self.guard.scope = None
+                if self.children is not None:
+                    self.children.update(None, self.guard.outside_phase)
 
-    def _phase(
-        self, item: pytest.Item, scope: Scope, phase: str
-    ) -> Generator[None, object, object]:
+    def _enter(self, scope: Scope, phase: str) -> None:
         scope.phase = phase
         self.guard.scope = scope
         if self.children is not None:
             self.children.update(scope, phase)
-        try:
-            result = yield
-        except BaseException as exc:
-            self._settle(item, scope, phase, exc)
-            raise
-        self._settle(item, scope, phase, None)
-        return result
 
-    def _settle(
-        self, item: pytest.Item, scope: Scope, phase: str, raised: BaseException | None
-    ) -> None:
+    def _settle(self, item: pytest.Item, scope: Scope, call: pytest.CallInfo[None]) -> None:
         """After a phase: fail for blocked requests the code swallowed, and unmet expectations."""
-        children = self._collect_children(scope)
+        children = self._collect_children(scope) if self.children is not None else []
+        phase = call.when
+        if not (scope.pending or children or (phase == "call" and EXPECT_KEY in item.stash)):
+            return  # the common case: nothing to add
         pending, scope.pending = scope.pending, []
-        if raised is not None:
-            surfaced = {id(e) for e in _exception_chain(raised)}
+        if call.excinfo is not None:
+            surfaced = {id(e) for e in _exception_chain(call.excinfo.value)}
             swallowed = [e for e in pending if id(e) not in surfaced]
             if swallowed:
                 item.add_report_section(phase, "outbound", _swallowed_text(swallowed))
@@ -572,7 +599,10 @@ class OutboundPlugin:
         if phase == "call":
             problems.extend(_unmet_expectations(item.stash.get(EXPECT_KEY, ()), scope))
         if problems:
-            pytest.fail("\n\n".join(problems), pytrace=False)
+            try:
+                pytest.fail("\n\n".join(problems), pytrace=False)
+            except pytest.fail.Exception:
+                call.excinfo = pytest.ExceptionInfo.from_current()
 
     def _collect_children(self, scope: Scope | None) -> list[OutboundRequest]:
         """Take in what child processes recorded; return this test's violations to fail it."""
@@ -745,6 +775,18 @@ def github_annotations(records: Iterable[OutboundRequest]) -> list[str]:
 
 def _escape_workflow(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _has_outbound_marker(item: pytest.Item) -> bool:
+    """Whether the item or a node above it carries an ``outbound_*`` marker (cheap: no Mark
+    objects are made, unlike ``iter_markers``)."""
+    node: Node | None = item
+    while node is not None:
+        for mark in node.own_markers:
+            if mark.name.startswith("outbound_"):
+                return True
+        node = node.parent
+    return False
 
 
 def _describe_node(node: Node) -> str:

@@ -67,6 +67,7 @@ class Installation:
         self.guard = guard
         self.patches = Patches()
         self.backstop = Backstop(guard)
+        self._modules_seen = -1
         #: (modules that must be imported, installer), each run once.
         self._pending: list[tuple[tuple[str, ...], Callable[[Guard, Patches], None]]] = [
             (("aiohttp",), _aiohttp.install),
@@ -86,9 +87,10 @@ class Installation:
 
     def catch_up(self) -> None:
         """Patch the peers that have been imported since the last call."""
-        if not self._pending:
-            return
         modules = sys.modules
+        if not self._pending or len(modules) == self._modules_seen:
+            return  # before every test: nothing was imported since the last look
+        self._modules_seen = len(modules)
         for entry in list(self._pending):
             required, install = entry
             if all(name in modules for name in required):
