@@ -504,15 +504,17 @@ def run_child(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 
 
 def pytest_args(variant: str, root: Path, target: list[str], extra: list[str] = ()) -> list[str]:
     base = [PY, "-m", "pytest", "-p", "no:cacheprovider", "-q", *target]
-    policy = str(root / "policy.toml")
+    # One token, "--outbound-policy=PATH": given as two, pytest takes the path for a test
+    # argument when it looks for the directories to start collecting from, and the suite gets
+    # an extra directory node above it (every fixture and marker lookup walks one more level).
+    policy = "--outbound-policy=" + str(root / "policy.toml")
     if variant == "on":
-        return [*base, "--outbound-mode", "enforce", "--outbound-policy", policy, *extra]
+        return [*base, "--outbound-mode", "enforce", policy, *extra]
     if variant == "on-local":
         return [
             *base,
             "--outbound-mode",
             "enforce",
-            "--outbound-policy",
             policy,
             "-o",
             "outbound_local=enforce",

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from email import errors as email_errors
 from email.message import Message
 from email.parser import BytesParser
-from email.policy import compat32
 from email.utils import collapse_rfc2231_value
 from urllib.parse import parse_qsl, unquote
 
@@ -260,7 +259,7 @@ def _multipart_fields(body: bytes, content_type: str, out: dict[str, list[str]])
     """Add the part names of a multipart/form-data body; False if it does not parse."""
     head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
     try:
-        msg = BytesParser(policy=compat32).parsebytes(head + body)
+        msg = BytesParser().parsebytes(head + body)  # compat32, the default: no email.policy
     except Exception:  # the email parser is lenient; this is a belt for its braces
         return False
     if not msg.is_multipart() or any(isinstance(d, _BAD_MULTIPART) for d in msg.defects):

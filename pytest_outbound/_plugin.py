@@ -21,7 +21,6 @@ from _pytest.nodes import Node
 from pytest_outbound import _hookspecs
 from pytest_outbound._children import ChildGuards
 from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
-from pytest_outbound._docs import docs_diff, evidence_from_records, render_docs
 from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._exit import watch as watch_exit
 from pytest_outbound._fixture import Outbound
@@ -65,9 +64,7 @@ MARKERS = {
 }
 
 PLUGIN_KEY = pytest.StashKey["OutboundPlugin"]()
-CONTEXT_KEY = pytest.StashKey[Context]()
 EXPECT_KEY = pytest.StashKey[tuple[tuple[Entry, "int | None"], ...]]()
-SCOPE_KEY = pytest.StashKey[Scope]()
 
 
 def _mode_type(value: str) -> str:
@@ -319,7 +316,8 @@ def _sensitive_from_hook(result: object, source: str) -> list[SensitiveValue]:
 def outbound(request: pytest.FixtureRequest) -> Outbound:
     """This test's outbound requests and tools: ``requests``, ``to``, ``assert_contacted``,
     ``assert_not_contacted``, ``allow``, ``stub``."""
-    scope = request.node.stash.get(SCOPE_KEY, None)
+    plugin = request.config.stash.get(PLUGIN_KEY, None)
+    scope = plugin.scope_of(request.node) if plugin is not None else None
     if scope is None:
         pytest.fail(
             "the outbound fixture needs pytest-outbound active: outbound_mode is off here"
@@ -370,6 +368,11 @@ class OutboundPlugin:
         self.finished = False
         self._suspended: list[Scope | None] = []
         self._default_contexts: dict[int, Context] = {}
+        #: Contexts of the collected items that carry outbound_* markers, by id(item).
+        self._marked: dict[int, Context] = {}
+        #: The test running now and its scope (set by its setup hook, cleared after teardown).
+        self._item: pytest.Item | None = None
+        self._scope: Scope | None = None
         # Egress at interpreter exit: only for a session that owns its process (not a worker,
         # not pytest.main(plugins=...) as pytester runs it, whose process goes on).
         if not self.is_worker and not config.invocation_params.plugins:
@@ -487,7 +490,7 @@ class OutboundPlugin:
         try:
             for item in items:  # a marker or conftest hook at fault is a usage error now
                 if _has_outbound_marker(item):
-                    item.stash[CONTEXT_KEY] = self.context_for(item)
+                    self._marked[id(item)] = self.context_for(item)
                 else:
                     self.rules_for(item)
         except PolicyError as exc:
@@ -531,44 +534,47 @@ class OutboundPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        context = item.stash.get(CONTEXT_KEY, None)
+        context = self._marked.pop(id(item), None)
         if context is None:
             try:
-                context = self.context_for(item)
+                context = self.context_for(item)  # unmarked: the directory's shared context
             except PolicyError as exc:  # an item made outside collection (rare)
                 raise pytest.UsageError(str(exc)) from None
         scope = Scope(item.nodeid, context)
-        item.stash[SCOPE_KEY] = scope
+        self._item, self._scope = item, scope
         self.installation.catch_up()
         self._enter(scope, "setup")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> None:
-        scope = item.stash.get(SCOPE_KEY, None)
-        if scope is not None:
-            self._enter(scope, "call")
+        if item is self._item and self._scope is not None:
+            self._enter(self._scope, "call")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        scope = item.stash.get(SCOPE_KEY, None)
-        if scope is None:
-            scope = item.stash[SCOPE_KEY] = Scope(item.nodeid, Context(self.rules_for(item)))
+        scope = self._scope
+        if item is not self._item or scope is None:  # its setup hook did not run (rare)
+            scope = Scope(item.nodeid, Context(self.rules_for(item)))
+            self._item, self._scope = item, scope
         self._enter(scope, "teardown")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-        if call.when == "collect":
-            return
-        scope = item.stash.get(SCOPE_KEY, None)
-        if scope is None:
-            return
+        scope = self._scope
+        if item is not self._item or scope is None:
+            return  # a collect report, or a phase this plugin did not enter
         try:
             self._settle(item, scope, call)
         finally:
             if call.when == "teardown":
                 self.guard.scope = None
+                self._item = None
                 if self.children is not None:
                     self.children.update(None, self.guard.outside_phase)
+
+    def scope_of(self, item: Node) -> Scope | None:
+        """The running test's scope (the ``outbound`` fixture's), if ``item`` is that test."""
+        return self._scope if item is self._item and self._scope is not None else None
 
     def _enter(self, scope: Scope, phase: str) -> None:
         scope.phase = phase
@@ -716,6 +722,8 @@ class OutboundPlugin:
         check_path = self.config.getoption("outbound_docs_check")
         docs_path = self.config.getoption("outbound_docs")
         if check_path or docs_path:
+            from pytest_outbound._docs import docs_diff, evidence_from_records, render_docs
+
             page = render_docs(destinations, evidence_from_records(records))
             if check_path:
                 try:

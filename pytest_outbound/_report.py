@@ -15,7 +15,6 @@ import functools
 import json
 import os
 import re
-import secrets
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -162,6 +161,8 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     target = Path(path)
     data = text.encode("utf-8")
     target.parent.mkdir(parents=True, exist_ok=True)
+    import secrets  # here: most runs write no report
+
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

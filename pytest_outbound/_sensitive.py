@@ -9,6 +9,7 @@ in a request's URL, header values and body, raw, percent-decoded and Content-Enc
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import ipaddress
 import json
@@ -404,6 +405,13 @@ class SensitiveScanner:
         self.values: tuple[SensitiveValue, ...] = tuple(kept.values())
         kinds = dict.fromkeys(item.kind for item in self.values)
         self._kind_order = {kind: i for i, kind in enumerate(kinds)}
+        self._kinds = frozenset(self._kind_order)
+        self._plus = any(" " in item.value for item in self.values)
+
+    @functools.cached_property
+    def _tables(self) -> tuple[_Table, ...]:
+        """The search tables, built on the first scan: a session that sends nothing (or a test
+        run that never gets that far) does not pay for the forms and regexes."""
         exact: dict[bytes, list[_Form]] = {}
         folded: dict[bytes, list[_Form]] = {}
         for item in self.values:
@@ -412,16 +420,14 @@ class SensitiveScanner:
                 bucket = (folded if lowered else exact).setdefault(needle, [])
                 if form not in bucket:
                     bucket.append(form)
-        self._tables = tuple(
+        return tuple(
             table
             for table in (_table(exact, lowered=False), _table(folded, lowered=True))
             if table.regex is not None
         )
-        self._kinds = frozenset(self._kind_order)
-        self._plus = any(" " in item.value for item in self.values)
 
     def __bool__(self) -> bool:
-        return bool(self._tables)
+        return bool(self.values)  # every kept value has at least its raw form to search
 
     def __repr__(self) -> str:
         kinds = ", ".join(self._kind_order)
