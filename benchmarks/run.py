@@ -32,6 +32,14 @@ suite         a generated suite of 3,000 trivial tests (no network), whole-proce
               ``-p no:outbound``), interleaved A/B/C, median of 5. Targets: <= 1.03 vs no
               plugin, and no slower than pytest-socket. A 1-test suite, on vs off, splits the
               overhead into start-up and per-test cost.
+suite-instructions
+              the suite case counted in CPU instructions instead of seconds, which a shared,
+              noisy machine cannot disturb: ``valgrind --tool=callgrind`` (instructions
+              executed, the same from run to run for the same inputs) of a 300-test and a
+              1-test suite, on / off / pytest-socket. Per-test cost = (300 - 1) / 299, start-up
+              = the 1-test run's difference; the ratio is projected to the suite case's size
+              (3,000 tests): (start-up + 3,000 x per test) over the same for no plugin. Same
+              targets as the suite case. About 3 minutes; skipped when valgrind is missing.
 socket        2,000 ``socket.create_connection`` to a listener on 127.0.0.1 in the same test,
               ``outbound_local = enforce`` + ``outbound_allow = 127.0.0.1`` vs
               ``-p no:outbound``. Without the socket/DNS backstop (``_backstop.py``) the plugin
@@ -98,7 +106,16 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
-CASES = ("per-request", "payload", "suite", "socket", "matching", "memory", "import")
+CASES = (
+    "per-request",
+    "payload",
+    "suite",
+    "suite-instructions",
+    "socket",
+    "matching",
+    "memory",
+    "import",
+)
 
 # ---------------------------------------------------------------------------------------------
 # generated files
@@ -806,6 +823,84 @@ def suite_case(root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
     return rows, {"wall_s": wall, "one_test_wall_s": small_wall, "reps": s.suite_reps}
 
 
+INSTRUCTIONS_SUITE = 300
+
+
+def callgrind_instructions(args: list[str], cwd: Path) -> int:
+    """Instructions one process executes (callgrind's "Collected" total)."""
+    run_child(args, cwd, child_env())  # bytecode compiled before the counted run
+    counted = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *args]
+    child = run_child(counted, cwd, child_env(), timeout=1200)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(counted)} failed:\n{child.output[-3000:]}")
+    for line in child.output.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise RuntimeError(f"no instruction count in valgrind's output:\n{child.output[-2000:]}")
+
+
+def suite_instructions_case(root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
+    if shutil.which("valgrind") is None:
+        row = Row("suite-instructions", "skipped", 0, "", note="valgrind is not installed")
+        return [row], {"skipped": "valgrind not found"}
+    big = f"suite-{INSTRUCTIONS_SUITE}"
+    if not (root / big).exists():
+        suite_files(root, INSTRUCTIONS_SUITE, name=big)
+    counts: dict[str, dict[str, int]] = {}
+    for variant in ("off", "on", "socket"):
+        counts[variant] = {
+            suite: callgrind_instructions(pytest_args(variant, root, []), root / suite)
+            for suite in ("suite-1", big)
+        }
+        print(f"  {variant}: {counts[variant]}", flush=True)
+    per_test = {v: (c[big] - c["suite-1"]) / (INSTRUCTIONS_SUITE - 1) for v, c in counts.items()}
+    fixed = {v: c["suite-1"] for v, c in counts.items()}
+    n = s.suite_tests
+
+    def projected(variant: str) -> float:
+        return fixed[variant] + n * per_test[variant]
+
+    ratio = projected("on") / projected("off")
+    socket_ratio = projected("socket") / projected("off")
+    extra = {v: per_test[v] - per_test["off"] for v in per_test}
+    rows = [
+        Row(
+            "suite-instructions",
+            f"{n} tests (projected): outbound enforce / no plugin",
+            ratio,
+            "x",
+            None,
+            "<= 1.03",
+            ratio <= 1.03,
+            f"start-up +{(fixed['on'] - fixed['off']) / 1e6:.0f}M instructions,"
+            f" per test +{extra['on'] / 1e3:.0f}K (no plugin: {per_test['off'] / 1e6:.2f}M)",
+            {"counts": counts, "per_test": per_test},
+        ),
+        Row(
+            "suite-instructions",
+            f"{n} tests (projected): pytest-socket / no plugin",
+            socket_ratio,
+            "x",
+            None,
+            "",
+            None,
+            f"start-up +{(fixed['socket'] - fixed['off']) / 1e6:.0f}M,"
+            f" per test +{extra['socket'] / 1e3:.0f}K",
+        ),
+        Row(
+            "suite-instructions",
+            "outbound / pytest-socket",
+            projected("on") / projected("socket"),
+            "x",
+            None,
+            "<= 1.00",
+            projected("on") <= projected("socket"),
+            "outbound must be no slower than pytest-socket",
+        ),
+    ]
+    return rows, {"counts": counts, "per_test": per_test, "projected_tests": n}
+
+
 def matching_case(s: Settings) -> tuple[list[Row], dict[str, Any]]:
     matching = package_root() / "benchmarks" / "matching.py"
     args = [PY, str(matching)] + (["--quick"] if s.quick else [])
@@ -1504,6 +1599,8 @@ def main(argv: list[str] | None = None) -> int:
                 new, raw[case] = http_case(root, s, case, labelled, target, on=variant)
             elif case == "suite":
                 new, raw[case] = suite_case(root, s)
+            elif case == "suite-instructions":
+                new, raw[case] = suite_instructions_case(root, s)
             elif case == "matching":
                 new, raw[case] = matching_case(s)
             elif case == "memory":
