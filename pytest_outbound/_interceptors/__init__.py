@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._hosts import default_port
+from pytest_outbound._hosts import HostError, default_port, peer_from_url
 from pytest_outbound._record import OutboundRequest, build_request
 
 if TYPE_CHECKING:
@@ -49,6 +49,35 @@ def take_written_url() -> str | None:
     if written is not None:
         WRITTEN_URL.set(None)
     return written
+
+
+#: URL as written -> whether it names no single host (see ``ambiguous``).
+_AMBIGUOUS: dict[str, bool] = {}
+_AMBIGUOUS_LIMIT = 4096
+
+
+def ambiguous(url: object) -> bool:
+    """Whether the URL as written must be remembered: a text URL whose host is ambiguous or
+    invalid (``peer_from_url`` refuses it). ``build_request`` uses a written URL only then (the
+    client's normalised URL is judged otherwise), so the interceptors remember no other: most
+    requests pay one dict lookup here instead of capturing and re-judging what was written."""
+    if not isinstance(url, str):
+        return False
+    cached = type(url) is str  # a subclass may compare and hash its own way: not cached
+    if cached:
+        known = _AMBIGUOUS.get(url)
+        if known is not None:
+            return known
+    try:
+        peer_from_url(url)
+        known = False
+    except HostError:
+        known = True
+    if cached:
+        if len(_AMBIGUOUS) >= _AMBIGUOUS_LIMIT:
+            _AMBIGUOUS.clear()
+        _AMBIGUOUS[url] = known
+    return known
 
 
 class Installation:
@@ -160,7 +189,10 @@ def judge(
     enforce). Returns the body to send in place of ``body`` (see ``capture_body``) and the stub
     that answers the request, if any."""
     __tracebackhide__ = True
-    data, body = capture_body(body)
+    if body.__class__ is bytes:
+        data: bytes = body
+    else:
+        data, body = capture_body(body)
     record = build_request(
         method,
         url,
