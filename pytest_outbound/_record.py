@@ -5,10 +5,9 @@ Pure: interceptors turn a library's request into this record; ``decide`` judges 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from pytest_outbound._fields import Fields, extract_fields
@@ -123,7 +122,7 @@ def build_request(
     method: str,
     url: str,
     *,
-    headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     body: bytes | None = None,
     client: str,
     body_limit: int = DEFAULT_BODY_LIMIT,
@@ -134,36 +133,29 @@ def build_request(
     ``url`` is the URL the client will use. ``written_url`` is the one the code passed in, when
     the client normalised it first: ``https://evil.com\\@octopus.com/`` becomes a harmless-looking
     URL before it is sent, yet what the code wrote is ambiguous (R3), so it is judged too, and
-    the record then shows what was written.
+    the record then shows what was written. ``headers`` is a mapping or (name, value) pairs
+    (a later pair of the same name wins).
     """
     if written_url is not None and written_url != url:
         try:
             peer_from_url(written_url)
         except HostError:
             url = written_url
+    url, scheme, host, port, path, query_text, peer, host_error = _url_parts(url)
     items = headers.items() if isinstance(headers, Mapping) else headers
-    header_map = {_text(k): _text(v) for k, v in items}
-    try:
-        parts: SplitResult | None = _split(url)
-    except ValueError:
-        parts = None
-    try:
-        peer: Peer | None = peer_from_url(url)
-        host_error = ""
-    except HostError as exc:
-        peer = None
-        host_error = str(exc)
-    if parts is not None:
-        scheme, path, query_text = parts.scheme.lower(), parts.path or "/", parts.query
-    else:
-        scheme, path, query_text = url.partition(":")[0].lower(), "", ""
+    header_map = dict(items)
+    for key, value in header_map.items():  # text already, nearly always: copied as it is
+        if key.__class__ is not str or value.__class__ is not str:
+            header_map = {_text(k): _text(v) for k, v in items}
+            break
+    method = method.upper()
     raw = body or b""
     return OutboundRequest(
-        method=method.upper(),
+        method=_METHODS.get(method, method),
         url=url,
-        scheme=peer.scheme if peer else scheme,
-        host=peer.host if peer else _raw_host(url),
-        port=peer.port if peer else None,
+        scheme=scheme,
+        host=host,
+        port=port,
         path=path,
         query_text=query_text,
         headers=header_map,
@@ -176,8 +168,47 @@ def build_request(
     )
 
 
-#: Suites send the same URLs again and again: split each once, and share its parts.
-_split = functools.lru_cache(maxsize=4096)(urlsplit)
+#: The methods' names, so that records share one string for each.
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+
+_UrlParts: TypeAlias = tuple[str, str, str, "int | None", str, str, "Peer | None", str]
+
+#: Suites send the same URLs again and again: each URL is split and its peer found once, and
+#: its records share the URL's string and its parts (``_url_parts``).
+_URLS: dict[str, _UrlParts] = {}
+_URLS_LIMIT = 4096
+
+
+def _url_parts(url: str) -> _UrlParts:
+    """(url, scheme, host, port, path, query text, peer, host error) of a URL."""
+    cached = type(url) is str  # a subclass may compare and hash its own way: not cached
+    if cached:
+        known = _URLS.get(url)
+        if known is not None:
+            return known
+    try:
+        parts: SplitResult | None = urlsplit(url)
+    except ValueError:
+        parts = None
+    try:
+        peer: Peer | None = peer_from_url(url)
+        host_error = ""
+    except HostError as exc:
+        peer = None
+        host_error = str(exc)
+    if parts is not None:
+        scheme, path, query_text = parts.scheme.lower(), parts.path or "/", parts.query
+    else:
+        scheme, path, query_text = url.partition(":")[0].lower(), "", ""
+    if peer is not None:
+        found: _UrlParts = (url, peer.scheme, peer.host, peer.port, path, query_text, peer, "")
+    else:
+        found = (url, scheme, _raw_host(url), None, path, query_text, None, host_error)
+    if cached:
+        if len(_URLS) >= _URLS_LIMIT:
+            _URLS.clear()
+        _URLS[url] = found
+    return found
 
 
 def _text(value: object) -> str:
