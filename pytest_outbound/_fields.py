@@ -10,7 +10,7 @@ import functools
 import json
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email import errors as email_errors
 from email.message import Message
@@ -115,7 +115,7 @@ def decode_content(
     return data
 
 
-def header_values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+def header_values(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
     """Every value of the header ``name`` (lowercase), in order."""
     return [v for k, v in headers if k.strip().lower() == name]
 

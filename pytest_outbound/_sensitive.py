@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -380,6 +380,11 @@ def _bounded(data: bytes, start: int, end: int, bound: int) -> bool:
     )
 
 
+#: How many clean texts a scanner remembers (then it starts afresh), and up to what length.
+_CLEAN_LIMIT = 4096
+_CLEAN_LENGTH = 2048
+
+
 class SensitiveScanner:
     """Finds sensitive values in a request. Built once (all forms precomputed), used per request.
 
@@ -419,6 +424,8 @@ class SensitiveScanner:
         )
         self._kinds = frozenset(self._kind_order)
         self._plus = any(" " in item.value for item in self.values)
+        #: URLs and header values known to hold no needle in any of their decodings.
+        self._clean: set[str] = set()
 
     def __bool__(self) -> bool:
         return bool(self._tables)
@@ -428,7 +435,7 @@ class SensitiveScanner:
         return f"SensitiveScanner({len(self.values)} values: {kinds})"
 
     def scan(
-        self, *, url: str, headers: Sequence[tuple[str, str]], body: bytes
+        self, *, url: str, headers: Collection[tuple[str, str]], body: bytes
     ) -> list[SensitiveHit]:
         """Every kind of sensitive value in the request, at most one hit each, in the order the
         kinds were given. Looks at the URL, each header value and the body, as written,
@@ -438,8 +445,12 @@ class SensitiveScanner:
             return []
         # Most requests carry nothing: one search over every place at once says so. Each place
         # is a part of the joined text, so a place with a match makes the joined text match.
-        joined = "\n".join([url, *(value for _, value in headers)])
-        if self._may_match(joined.encode("utf-8", "replace")):
+        # Whether a text holds a needle depends on the text alone: the texts found clean before
+        # (the same URLs and header values, request after request) are not searched again.
+        clean = self._clean
+        texts = [url, *(value for _, value in headers)]
+        unknown = [text for text in texts if text.__class__ is not str or text not in clean]
+        if unknown and self._may_match("\n".join(unknown).encode("utf-8", "replace")):
             places = [("url", "", url.encode("utf-8", "replace"))]
             places.extend(
                 (f"header:{name.strip().lower()}", "", value.encode("utf-8", "replace"))
@@ -448,6 +459,10 @@ class SensitiveScanner:
             for where, layer, data in places:
                 if self._scan_text(data, where, layer, found):
                     return self._ordered(found)
+        elif unknown:
+            if len(clean) + len(unknown) > _CLEAN_LIMIT:
+                clean.clear()
+            clean.update(t for t in unknown if t.__class__ is str and len(t) <= _CLEAN_LENGTH)
         if body:
             layer, data = "", body
             encoding = ",".join(header_values(headers, "content-encoding")).strip()
