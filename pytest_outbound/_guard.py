@@ -150,7 +150,15 @@ class Guard:
         __tracebackhide__ = True
         if not self.local_enforce and _is_local_traffic(request):
             return False
-        scope, late = self._attribution()
+        # ``_attribution``, inline: this runs for every request
+        scope = self.scope
+        thread = threading.current_thread()
+        origin: Scope | None = getattr(thread, self.origin_key, None)
+        late = (
+            origin is not None and origin is not scope and not thread.name.startswith(_POOL_THREADS)
+        )
+        if late:
+            scope = origin
         context = scope.context if scope is not None else self.session_context
         history = scope.last_sent if scope is not None else self.last_sent
         request.time = time.time()  # the application's clock: time-machine/freezegun apply
@@ -163,17 +171,21 @@ class Guard:
                 scope.records.append(request)
             if request.client not in (SOCKET, DNS):
                 judged = scope.judged if scope is not None else self._judged
-                judged.setdefault(request.host, set()).add(request.port)
+                ports = judged.get(request.host)
+                if ports is None:
+                    judged[request.host] = {request.port}
+                else:
+                    ports.add(request.port)
         request.destination = verdict.destination
         request.verdict = "allowed" if verdict.allowed else "violation"
-        request.reasons = list(verdict.reasons)
+        request.reasons = list(verdict.reasons) if verdict.reasons else []
         if scope is not None:
             request.nodeid = scope.nodeid
             request.phase = "session" if late else scope.phase
         else:
             request.phase = self.outside_phase
         request.location = self._location()
-        request.thread = threading.current_thread().name
+        request.thread = thread.name
         if request.body_size > len(request.body):
             request.field_values()  # from the whole body, before it is let go
         request.full_body = b""
