@@ -475,6 +475,8 @@ class SensitiveScanner:
         return self._ordered(found)
 
     def _ordered(self, found: dict[str, SensitiveHit]) -> list[SensitiveHit]:
+        if not found:
+            return []
         return sorted(found.values(), key=lambda hit: self._kind_order[hit.kind])
 
     def _scan_text(

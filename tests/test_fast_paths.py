@@ -210,3 +210,71 @@ def test_each_client_judges_what_was_written(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
     pytester.makepyfile(test_written_per_client=CLIENTS)
     pytester.runpytest("-q").assert_outcomes(passed=3)
+
+
+LOCATIONS = """
+import asyncio, http.client, urllib.request
+import httpx, pytest, requests, urllib3
+
+
+class NotSent(Exception):
+    pass
+
+
+def not_sent(*args, **kwargs):
+    raise NotSent
+
+
+@pytest.fixture(autouse=True)
+def below_the_interceptors(monkeypatch):
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", not_sent)
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", not_sent)
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", not_sent)
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "_get_conn", not_sent)
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", not_sent)
+
+
+async def httpx_async(url):
+    async with httpx.AsyncClient() as client:
+        await client.get(url)  # line: httpx-async
+
+
+def send(client, url):
+    if client == "requests":
+        requests.get(url)  # line: requests
+    elif client == "requests-session":
+        requests.Session().request("GET", url)  # line: requests-session
+    elif client == "httpx":
+        httpx.get(url)  # line: httpx
+    elif client == "httpx-client":
+        httpx.Client().send(httpx.Request("GET", url))  # line: httpx-client
+    elif client == "httpx-async":
+        asyncio.run(httpx_async(url))
+    elif client == "urllib3":
+        urllib3.PoolManager(retries=False).request("GET", url)  # line: urllib3
+    elif client == "http.client":
+        http.client.HTTPSConnection("octopus.com").request("GET", "/")  # line: http.client
+    elif client == "urllib.request":
+        urllib.request.urlopen(url)  # line: urllib.request
+
+
+CLIENTS = ["requests", "requests-session", "httpx", "httpx-client", "httpx-async", "urllib3",
+           "http.client", "urllib.request"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_location(outbound, client):
+    with pytest.raises(NotSent):
+        send(client, "https://octopus.com/")
+    [record] = outbound.requests
+    source = open(__file__).read().splitlines()
+    [line] = [n for n, text in enumerate(source, 1) if text.endswith(f"# line: {client}")]
+    assert record.location == f"test_where.py:{line}"
+"""
+
+
+def test_each_client_records_the_line_that_sent_it(pytester: pytest.Pytester) -> None:
+    """The call-site search jumps over the interceptors' own frames: never past the user's."""
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makepyfile(test_where=LOCATIONS)
+    pytester.runpytest("-q").assert_outcomes(passed=8)

@@ -4,7 +4,7 @@ Each adapter patches its library at the layer *above* where that library's mocks
 request is judged the same whether a mock or the network would answer it, and each redirect hop
 is judged on its own. Every ``install`` returns the undo function, which puts back exactly the
 original captured at install time. All of them hand their record to ``Guard.observe`` through
-``admit``; none of them decides anything itself.
+``judge``; none of them decides anything itself.
 
 Adapters that call into a lower library that is intercepted too (requests -> urllib3,
 urllib.request -> http.client) mark the call with ``JUDGED_ABOVE``, so one request is recorded
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._hosts import HostError, default_port, peer_from_url
-from pytest_outbound._record import OutboundRequest, build_request
+from pytest_outbound._record import build_request
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
@@ -164,17 +164,6 @@ class Patches:
             self._undos.pop()()
 
 
-def admit(guard: Guard, record: OutboundRequest) -> Stub | None:
-    """Judge ``record`` (may raise ``OutboundBlocked``); the stub that answers it, if any."""
-    __tracebackhide__ = True
-    if not guard.observe(record):
-        return None
-    stub = guard.stub_for(record)
-    if stub is not None:
-        stub.calls.append(record)
-    return stub
-
-
 def judge(
     guard: Guard,
     method: str,
@@ -184,10 +173,14 @@ def judge(
     body: object,
     client: str,
     written_url: str | None = None,
+    callers: int = 1,
 ) -> tuple[object, Stub | None]:
     """Build the record of a request about to be sent and judge it (``OutboundBlocked`` in
     enforce). Returns the body to send in place of ``body`` (see ``capture_body``) and the stub
-    that answers the request, if any."""
+    that answers the request, if any.
+
+    ``callers``: how many frames above this one are the interceptor's own (this package's);
+    the search for the call site starts above them (``Guard.observe``'s ``skip``)."""
     __tracebackhide__ = True
     if body.__class__ is bytes:
         data: bytes = body
@@ -202,7 +195,15 @@ def judge(
         body_limit=guard.body_limit,
         written_url=written_url,
     )
-    return body, admit(guard, record)
+    if not guard.observe(record, skip=callers + 1):  # this frame and its callers: ours
+        return body, None
+    scope = guard.scope
+    if scope is None or not scope.stubs:  # ``stub_for``'s own first test, without the call
+        return body, None
+    stub = guard.stub_for(record)
+    if stub is not None:
+        stub.calls.append(record)
+    return body, stub
 
 
 @contextmanager

@@ -27,6 +27,7 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
         client="httpx",
         # Only for the request built from it: a redirect hop inherits extensions, not the URL.
         written_url=written[0] if written and written[1] == url else None,
+        callers=2,  # this function and send_single(_async)
     )
     return stub
 
