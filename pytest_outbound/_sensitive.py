@@ -383,6 +383,9 @@ def _bounded(data: bytes, start: int, end: int, bound: int) -> bool:
 #: How many clean texts a scanner remembers (then it starts afresh), and up to what length.
 _CLEAN_LIMIT = 4096
 _CLEAN_LENGTH = 2048
+#: And how many bodies, up to what size.
+_CLEAN_BODY_LIMIT = 256
+_CLEAN_BODY_LENGTH = 4096
 
 
 class SensitiveScanner:
@@ -426,6 +429,8 @@ class SensitiveScanner:
         self._plus = any(" " in item.value for item in self.values)
         #: URLs and header values known to hold no needle in any of their decodings.
         self._clean: set[str] = set()
+        #: Bodies (as scanned: Content-Encoding undone) known to hold no needle.
+        self._clean_bodies: set[bytes] = set()
 
     def __bool__(self) -> bool:
         return bool(self._tables)
@@ -471,7 +476,14 @@ class SensitiveScanner:
                 if decoded is not None:
                     layer = "+".join(c.strip().lower() for c in encoding.split(",") if c.strip())
                     data = decoded
-            self._scan_text(data, "body", layer, found)
+            if data.__class__ is not bytes or len(data) > _CLEAN_BODY_LENGTH:
+                self._scan_text(data, "body", layer, found)
+            elif data not in self._clean_bodies:  # as for texts: what was clean stays clean
+                self._scan_text(data, "body", layer, found)
+                if not found:  # nothing found anywhere: every table searched it, in vain
+                    if len(self._clean_bodies) >= _CLEAN_BODY_LIMIT:
+                        self._clean_bodies.clear()
+                    self._clean_bodies.add(data)
         return self._ordered(found)
 
     def _ordered(self, found: dict[str, SensitiveHit]) -> list[SensitiveHit]:

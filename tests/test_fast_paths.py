@@ -8,10 +8,13 @@ skip something that must be judged.
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from host_corpus import CASES
 
 from pytest_outbound._decide import Context, Rules, decide
+from pytest_outbound._fields import extract_fields
 from pytest_outbound._hosts import HostError, peer_from_url
 from pytest_outbound._interceptors import ambiguous
 from pytest_outbound._policy import Destination, Policy
@@ -138,6 +141,67 @@ def test_clean_texts_are_remembered_but_findings_never(place: str) -> None:
         assert hit.where.startswith(place)
     assert scanner.scan(url=clean_url, headers=clean_headers, body=b"{}") == []
     assert scanner.scan(url=_Text(url), headers=headers, body=body) != []
+
+
+def test_body_fields_remembered_merge_as_parsed() -> None:
+    def fields(body: bytes, content_type: str = "application/json") -> tuple[object, bool]:
+        found = extract_fields(
+            path="/",
+            query="a=0&z=9",
+            headers=[("Content-Type", content_type), ("X-A", "h")],
+            body=body,
+        )
+        return dict(found.values), found.opaque
+
+    body = b'{"b": {}, "a": "1", "c": [2, "3"], "header:x-a": "j", "a": "4"}'
+    expected = (
+        {
+            "a": ("0", "1", "4"),
+            "z": ("9",),
+            "header:x-a": ("h", "j"),
+            "b": (),
+            "c[]": ("2", "3"),
+        },
+        False,
+    )
+    for _ in range(2):  # the second time from the cache
+        assert fields(body) == expected
+        assert list(fields(body)[0]) == list(expected[0])  # the order too
+    assert fields(b"a=5&d=6", "application/x-www-form-urlencoded") == (
+        {"a": ("0", "5"), "z": ("9",), "header:x-a": ("h",), "d": ("6",)},
+        False,
+    )
+    assert fields(b"a=5&d=6", "application/json") == (
+        {"a": ("0",), "z": ("9",), "header:x-a": ("h",)},
+        True,
+    )
+    first = extract_fields(path="/", query="", headers=[], body=body)
+    second = extract_fields(path="/", query="", headers=[], body=body)
+    assert first.values is not second.values
+    assert first.values == second.values
+
+
+def test_bodies_with_findings_are_scanned_again() -> None:
+    scanner = SensitiveScanner(
+        [SensitiveValue("hostname", "build-host-7"), SensitiveValue("user", "jane-q-doe")]
+    )
+    clean, dirty = b'{"a": 1}', b'{"h": "build-host-7"}'
+    gzipped = gzip.compress(dirty)
+    for _ in range(2):
+        assert scanner.scan(url="https://octopus.com/", headers=[], body=clean) == []
+        [hit] = scanner.scan(url="https://octopus.com/", headers=[], body=dirty)
+        assert (hit.kind, hit.where) == ("hostname", "body")
+        [hit] = scanner.scan(
+            url="https://octopus.com/", headers=[("Content-Encoding", "gzip")], body=gzipped
+        )
+        assert (hit.kind, hit.where, hit.encoding) == ("hostname", "body", "gzip")
+        # found in the URL first: the body is still searched for the other kind
+        hits = scanner.scan(url="https://octopus.com/?u=build-host-7", headers=[], body=clean)
+        assert [h.kind for h in hits] == ["hostname"]
+        hits = scanner.scan(
+            url="https://octopus.com/?u=build-host-7", headers=[], body=b'"jane-q-doe"'
+        )
+        assert [(h.kind, h.where) for h in hits] == [("hostname", "url"), ("user", "body")]
 
 
 REQUESTS_NESTED = """
