@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any, TypeAlias
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
@@ -148,6 +149,9 @@ def build_request(
         if key.__class__ is not str or value.__class__ is not str:
             header_map = {_text(k): _text(v) for k, v in items}
             break
+        # Many values are made anew for each request (Content-Length, Host, ...) yet repeat:
+        # the records share one string for each (replacing a value keeps the iteration valid).
+        header_map[key] = intern(value)
     method = method.upper()
     raw = body or b""
     return OutboundRequest(

@@ -342,3 +342,30 @@ def test_each_client_records_the_line_that_sent_it(pytester: pytest.Pytester) ->
     pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
     pytester.makepyfile(test_where=LOCATIONS)
     pytester.runpytest("-q").assert_outcomes(passed=8)
+
+
+def test_records_share_repeated_strings() -> None:
+    """Memory: 50,000 records of one URL hold one URL string and one of each header value."""
+    records = [
+        build_request(
+            "post",
+            "".join(["https://octopus.com/", "events"]),  # a new string each time
+            headers={"Content-Length": str(1000 + 24), "Content-Type": "application/json"},
+            body=b"x" * 1024,
+            client="requests",
+        )
+        for _ in range(2)
+    ]
+    first, second = records
+    assert first.url is second.url
+    assert first.method is second.method
+    assert first.headers["Content-Length"] is second.headers["Content-Length"]
+    assert (
+        first.headers
+        == second.headers
+        == {
+            "Content-Length": "1024",
+            "Content-Type": "application/json",
+        }
+    )
+    assert first.headers is not second.headers
