@@ -154,21 +154,29 @@ def build_request(
         header_map[key] = intern(value)
     method = method.upper()
     raw = body or b""
-    return OutboundRequest(
-        method=_METHODS.get(method, method),
-        url=url,
-        scheme=scheme,
-        host=host,
-        port=port,
-        path=path,
-        query_text=query_text,
-        headers=header_map,
-        body=raw[:body_limit],
-        full_body=raw,
-        client=client,
-        peer=peer,
-        host_error=host_error,
-        body_size=len(raw),
+    return OutboundRequest(  # positionally, in field order: a keyword call costs twice as much
+        _METHODS.get(method, method),  # method
+        url,
+        scheme,
+        host,
+        port,
+        path,
+        query_text,
+        header_map,  # headers
+        raw[:body_limit],  # body
+        client,
+        None,  # destination
+        ALLOWED,  # verdict
+        [],  # reasons
+        "",  # nodeid
+        "",  # phase
+        "",  # location
+        "",  # thread
+        0.0,  # time
+        peer,
+        host_error,
+        len(raw),  # body_size
+        raw,  # full_body
     )
 
 

@@ -453,8 +453,9 @@ class SensitiveScanner:
         # Whether a text holds a needle depends on the text alone: the texts found clean before
         # (the same URLs and header values, request after request) are not searched again.
         clean = self._clean
-        texts = [url, *(value for _, value in headers)]
-        unknown = [text for text in texts if text.__class__ is not str or text not in clean]
+        unknown = [text for _, text in headers if text.__class__ is not str or text not in clean]
+        if url.__class__ is not str or url not in clean:
+            unknown.append(url)  # any order: each text is a part of the joined one
         if unknown and self._may_match("\n".join(unknown).encode("utf-8", "replace")):
             places = [("url", "", url.encode("utf-8", "replace"))]
             places.extend(
