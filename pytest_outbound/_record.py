@@ -189,11 +189,13 @@ _UrlParts: TypeAlias = tuple[str, str, str, "int | None", str, str, "Peer | None
 #: its records share the URL's string and its parts (``_url_parts``).
 _URLS: dict[str, _UrlParts] = {}
 _URLS_LIMIT = 4096
+_URL_CACHE_LENGTH = 2048
 
 
 def _url_parts(url: str) -> _UrlParts:
     """(url, scheme, host, port, path, query text, peer, host error) of a URL."""
-    cached = type(url) is str  # a subclass may compare and hash its own way: not cached
+    # a subclass may compare and hash its own way, and a long URL is seldom sent twice
+    cached = type(url) is str and len(url) <= _URL_CACHE_LENGTH
     if cached:
         known = _URLS.get(url)
         if known is not None:

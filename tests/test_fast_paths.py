@@ -44,6 +44,9 @@ def test_ambiguous_is_exactly_what_peer_from_url_refuses() -> None:
         assert ambiguous(url) is expected, url
         assert ambiguous(url) is expected, url  # the cached answer
         assert ambiguous(_Text(url)) is expected, url
+    long = "https://octopus.com\\@evil.com/?" + "q" * 5000  # too long to be remembered
+    assert ambiguous(long) is True
+    assert build_request("GET", long, client="requests").peer is None
     assert ambiguous(b"https://evil.com\\@octopus.com/") is False  # not text: never remembered
     assert ambiguous(None) is False
 

@@ -54,6 +54,7 @@ def take_written_url() -> str | None:
 #: URL as written -> whether it names no single host (see ``ambiguous``).
 _AMBIGUOUS: dict[str, bool] = {}
 _AMBIGUOUS_LIMIT = 4096
+_AMBIGUOUS_LENGTH = 2048
 
 
 def ambiguous(url: object) -> bool:
@@ -63,7 +64,8 @@ def ambiguous(url: object) -> bool:
     requests pay one dict lookup here instead of capturing and re-judging what was written."""
     if not isinstance(url, str):
         return False
-    cached = type(url) is str  # a subclass may compare and hash its own way: not cached
+    # a subclass may compare and hash its own way, and a long URL is seldom sent twice
+    cached = type(url) is str and len(url) <= _AMBIGUOUS_LENGTH
     if cached:
         known = _AMBIGUOUS.get(url)
         if known is not None:
