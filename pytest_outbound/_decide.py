@@ -126,6 +126,10 @@ class Context:
     _patterns: PatternIndex[str] = field(
         default_factory=PatternIndex, init=False, repr=False, compare=False
     )
+    #: ``_judge_destination``'s verdicts, by what it reads of a request (``_destination``).
+    _verdicts: dict[tuple[object, ...], tuple[Peer, Verdict]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         permitted: list[Entry] = list(self.allow_entries)
@@ -173,7 +177,7 @@ def decide(
     against ``history``: when each destination was last contacted, by the application's clock).
     Pure: the same inputs give the same verdict.
     """
-    verdict = _judge_destination(request, context)
+    verdict = _destination(request, context)
     if not verdict.allowed and request.resolved_names:
         verdict = _judge_by_resolved_name(request, context, verdict)
     if request.offline:
@@ -200,7 +204,7 @@ def decide(
     scanner = context.rules.scanner
     if scanner is not None:
         for hit in scanner.scan(
-            url=request.url, headers=list(request.headers.items()), body=request.full_body
+            url=request.url, headers=request.headers.items(), body=request.full_body
         ):
             reasons.append(f"sensitive:{hit.kind}")
             detail.append(
@@ -260,6 +264,30 @@ def _ago(seconds: float) -> str:
     if whole < 3600:
         return f"{whole // 60}m"
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+#: Verdicts kept per context (``_destination``); more distinct requests start the cache afresh.
+_VERDICTS_LIMIT = 4096
+
+
+def _destination(request: OutboundRequest, context: Context) -> Verdict:
+    """``_judge_destination``, remembered per context: a suite sends the same requests again
+    and again. The verdict depends on the context (immutable) and on the request's peer, client,
+    scheme, port, method and path alone, which make the key; the peer by identity (peers are
+    shared per URL authority), kept alive beside the verdict so that its id is not reused."""
+    peer = request.peer
+    if peer is None:
+        return _judge_destination(request, context)
+    key = (id(peer), request.client, request.scheme, request.port, request.method, request.path)
+    verdicts = context._verdicts
+    known = verdicts.get(key)
+    if known is not None and known[0] is peer:
+        return known[1]
+    verdict = _judge_destination(request, context)
+    if len(verdicts) >= _VERDICTS_LIMIT:
+        verdicts.clear()
+    verdicts[key] = (peer, verdict)
+    return verdict
 
 
 def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:

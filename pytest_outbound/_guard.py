@@ -142,15 +142,26 @@ class Guard:
     def enforcing(self) -> bool:
         return self.mode == ENFORCE
 
-    def observe(self, request: OutboundRequest) -> bool:
+    def observe(self, request: OutboundRequest, *, skip: int = 0) -> bool:
         """Judge and record ``request``; in enforce mode raise ``OutboundBlocked`` on violation.
 
-        Returns False when the request is local traffic that is not judged (SPEC §3).
+        Returns False when the request is local traffic that is not judged (SPEC §3). ``skip``:
+        how many frames above the caller are this package's own for certain; the search for
+        the call site (``_location``) starts above them, without looking at each.
         """
         __tracebackhide__ = True
-        if not self.local_enforce and _is_local_traffic(request):
+        peer = request.peer
+        if peer is not None and not self.local_enforce and _is_local_traffic(request):
             return False
-        scope, late = self._attribution()
+        # ``_attribution``, inline: this runs for every request
+        scope = self.scope
+        thread = threading.current_thread()
+        origin: Scope | None = getattr(thread, self.origin_key, None)
+        late = (
+            origin is not None and origin is not scope and not thread.name.startswith(_POOL_THREADS)
+        )
+        if late:
+            scope = origin
         context = scope.context if scope is not None else self.session_context
         history = scope.last_sent if scope is not None else self.last_sent
         request.time = time.time()  # the application's clock: time-machine/freezegun apply
@@ -163,17 +174,21 @@ class Guard:
                 scope.records.append(request)
             if request.client not in (SOCKET, DNS):
                 judged = scope.judged if scope is not None else self._judged
-                judged.setdefault(request.host, set()).add(request.port)
+                ports = judged.get(request.host)
+                if ports is None:
+                    judged[request.host] = {request.port}
+                else:
+                    ports.add(request.port)
         request.destination = verdict.destination
         request.verdict = "allowed" if verdict.allowed else "violation"
-        request.reasons = list(verdict.reasons)
+        request.reasons = list(verdict.reasons) if verdict.reasons else []
         if scope is not None:
             request.nodeid = scope.nodeid
             request.phase = "session" if late else scope.phase
         else:
             request.phase = self.outside_phase
-        request.location = self._location()
-        request.thread = threading.current_thread().name
+        request.location = self._location(skip)
+        request.thread = thread.name
         if request.body_size > len(request.body):
             request.field_values()  # from the whole body, before it is let go
         request.full_body = b""
@@ -225,8 +240,11 @@ class Guard:
                 return stub
         return None
 
-    def _location(self) -> str:
-        frame = sys._getframe(2)
+    def _location(self, skip: int = 0) -> str:
+        """``path:line`` of the first frame, from ``observe``'s caller up (past ``skip`` more),
+        that is not library code. Frames are looked at one by one (each ``f_back`` makes a
+        frame object); ``sys._getframe`` jumps over the skipped ones without making theirs."""
+        frame = sys._getframe(2 + skip)
         library = self._library_code
         while frame is not None:
             code = frame.f_code

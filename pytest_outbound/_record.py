@@ -5,10 +5,10 @@ Pure: interceptors turn a library's request into this record; ``decide`` judges 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from sys import intern
+from typing import Any, TypeAlias
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from pytest_outbound._fields import Fields, extract_fields
@@ -123,7 +123,7 @@ def build_request(
     method: str,
     url: str,
     *,
-    headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     body: bytes | None = None,
     client: str,
     body_limit: int = DEFAULT_BODY_LIMIT,
@@ -134,17 +134,74 @@ def build_request(
     ``url`` is the URL the client will use. ``written_url`` is the one the code passed in, when
     the client normalised it first: ``https://evil.com\\@octopus.com/`` becomes a harmless-looking
     URL before it is sent, yet what the code wrote is ambiguous (R3), so it is judged too, and
-    the record then shows what was written.
+    the record then shows what was written. ``headers`` is a mapping or (name, value) pairs
+    (a later pair of the same name wins).
     """
     if written_url is not None and written_url != url:
         try:
             peer_from_url(written_url)
         except HostError:
             url = written_url
+    url, scheme, host, port, path, query_text, peer, host_error = _url_parts(url)
     items = headers.items() if isinstance(headers, Mapping) else headers
-    header_map = {_text(k): _text(v) for k, v in items}
+    header_map = dict(items)
+    for key, value in header_map.items():  # text already, nearly always: copied as it is
+        if key.__class__ is not str or value.__class__ is not str:
+            header_map = {_text(k): _text(v) for k, v in items}
+            break
+        # Many values are made anew for each request (Content-Length, Host, ...) yet repeat:
+        # the records share one string for each (replacing a value keeps the iteration valid).
+        header_map[key] = intern(value)
+    method = method.upper()
+    raw = body or b""
+    return OutboundRequest(  # positionally, in field order: a keyword call costs twice as much
+        _METHODS.get(method, method),  # method
+        url,
+        scheme,
+        host,
+        port,
+        path,
+        query_text,
+        header_map,  # headers
+        raw[:body_limit],  # body
+        client,
+        None,  # destination
+        ALLOWED,  # verdict
+        [],  # reasons
+        "",  # nodeid
+        "",  # phase
+        "",  # location
+        "",  # thread
+        0.0,  # time
+        peer,
+        host_error,
+        len(raw),  # body_size
+        raw,  # full_body
+    )
+
+
+#: The methods' names, so that records share one string for each.
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+
+_UrlParts: TypeAlias = tuple[str, str, str, "int | None", str, str, "Peer | None", str]
+
+#: Suites send the same URLs again and again: each URL is split and its peer found once, and
+#: its records share the URL's string and its parts (``_url_parts``).
+_URLS: dict[str, _UrlParts] = {}
+_URLS_LIMIT = 4096
+_URL_CACHE_LENGTH = 2048
+
+
+def _url_parts(url: str) -> _UrlParts:
+    """(url, scheme, host, port, path, query text, peer, host error) of a URL."""
+    # a subclass may compare and hash its own way, and a long URL is seldom sent twice
+    cached = type(url) is str and len(url) <= _URL_CACHE_LENGTH
+    if cached:
+        known = _URLS.get(url)
+        if known is not None:
+            return known
     try:
-        parts: SplitResult | None = _split(url)
+        parts: SplitResult | None = urlsplit(url)
     except ValueError:
         parts = None
     try:
@@ -157,27 +214,15 @@ def build_request(
         scheme, path, query_text = parts.scheme.lower(), parts.path or "/", parts.query
     else:
         scheme, path, query_text = url.partition(":")[0].lower(), "", ""
-    raw = body or b""
-    return OutboundRequest(
-        method=method.upper(),
-        url=url,
-        scheme=peer.scheme if peer else scheme,
-        host=peer.host if peer else _raw_host(url),
-        port=peer.port if peer else None,
-        path=path,
-        query_text=query_text,
-        headers=header_map,
-        body=raw[:body_limit],
-        full_body=raw,
-        client=client,
-        peer=peer,
-        host_error=host_error,
-        body_size=len(raw),
-    )
-
-
-#: Suites send the same URLs again and again: split each once, and share its parts.
-_split = functools.lru_cache(maxsize=4096)(urlsplit)
+    if peer is not None:
+        found: _UrlParts = (url, peer.scheme, peer.host, peer.port, path, query_text, peer, "")
+    else:
+        found = (url, scheme, _raw_host(url), None, path, query_text, None, host_error)
+    if cached:
+        if len(_URLS) >= _URLS_LIMIT:
+            _URLS.clear()
+        _URLS[url] = found
+    return found
 
 
 def _text(value: object) -> str:

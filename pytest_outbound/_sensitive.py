@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -381,6 +381,14 @@ def _bounded(data: bytes, start: int, end: int, bound: int) -> bool:
     )
 
 
+#: How many clean texts a scanner remembers (then it starts afresh), and up to what length.
+_CLEAN_LIMIT = 4096
+_CLEAN_LENGTH = 2048
+#: And how many bodies, up to what size.
+_CLEAN_BODY_LIMIT = 256
+_CLEAN_BODY_LENGTH = 4096
+
+
 class SensitiveScanner:
     """Finds sensitive values in a request. Built once (all forms precomputed), used per request.
 
@@ -407,6 +415,10 @@ class SensitiveScanner:
         self._kind_order = {kind: i for i, kind in enumerate(kinds)}
         self._kinds = frozenset(self._kind_order)
         self._plus = any(" " in item.value for item in self.values)
+        #: URLs and header values known to hold no needle in any of their decodings.
+        self._clean: set[str] = set()
+        #: Bodies (as scanned: Content-Encoding undone) known to hold no needle.
+        self._clean_bodies: set[bytes] = set()
 
     @functools.cached_property
     def _tables(self) -> tuple[_Table, ...]:
@@ -434,7 +446,7 @@ class SensitiveScanner:
         return f"SensitiveScanner({len(self.values)} values: {kinds})"
 
     def scan(
-        self, *, url: str, headers: Sequence[tuple[str, str]], body: bytes
+        self, *, url: str, headers: Collection[tuple[str, str]], body: bytes
     ) -> list[SensitiveHit]:
         """Every kind of sensitive value in the request, at most one hit each, in the order the
         kinds were given. Looks at the URL, each header value and the body, as written,
@@ -444,8 +456,13 @@ class SensitiveScanner:
             return []
         # Most requests carry nothing: one search over every place at once says so. Each place
         # is a part of the joined text, so a place with a match makes the joined text match.
-        joined = "\n".join([url, *(value for _, value in headers)])
-        if self._may_match(joined.encode("utf-8", "replace")):
+        # Whether a text holds a needle depends on the text alone: the texts found clean before
+        # (the same URLs and header values, request after request) are not searched again.
+        clean = self._clean
+        unknown = [text for _, text in headers if text.__class__ is not str or text not in clean]
+        if url.__class__ is not str or url not in clean:
+            unknown.append(url)  # any order: each text is a part of the joined one
+        if unknown and self._may_match("\n".join(unknown).encode("utf-8", "replace")):
             places = [("url", "", url.encode("utf-8", "replace"))]
             places.extend(
                 (f"header:{name.strip().lower()}", "", value.encode("utf-8", "replace"))
@@ -454,6 +471,10 @@ class SensitiveScanner:
             for where, layer, data in places:
                 if self._scan_text(data, where, layer, found):
                     return self._ordered(found)
+        elif unknown:
+            if len(clean) + len(unknown) > _CLEAN_LIMIT:
+                clean.clear()
+            clean.update(t for t in unknown if t.__class__ is str and len(t) <= _CLEAN_LENGTH)
         if body:
             layer, data = "", body
             encoding = ",".join(header_values(headers, "content-encoding")).strip()
@@ -462,10 +483,19 @@ class SensitiveScanner:
                 if decoded is not None:
                     layer = "+".join(c.strip().lower() for c in encoding.split(",") if c.strip())
                     data = decoded
-            self._scan_text(data, "body", layer, found)
+            if data.__class__ is not bytes or len(data) > _CLEAN_BODY_LENGTH:
+                self._scan_text(data, "body", layer, found)
+            elif data not in self._clean_bodies:  # as for texts: what was clean stays clean
+                self._scan_text(data, "body", layer, found)
+                if not found:  # nothing found anywhere: every table searched it, in vain
+                    if len(self._clean_bodies) >= _CLEAN_BODY_LIMIT:
+                        self._clean_bodies.clear()
+                    self._clean_bodies.add(data)
         return self._ordered(found)
 
     def _ordered(self, found: dict[str, SensitiveHit]) -> list[SensitiveHit]:
+        if not found:
+            return []
         return sorted(found.values(), key=lambda hit: self._kind_order[hit.kind])
 
     def _scan_text(

@@ -4,7 +4,7 @@ Each adapter patches its library at the layer *above* where that library's mocks
 request is judged the same whether a mock or the network would answer it, and each redirect hop
 is judged on its own. Every ``install`` returns the undo function, which puts back exactly the
 original captured at install time. All of them hand their record to ``Guard.observe`` through
-``admit``; none of them decides anything itself.
+``judge``; none of them decides anything itself.
 
 Adapters that call into a lower library that is intercepted too (requests -> urllib3,
 urllib.request -> http.client) mark the call with ``JUDGED_ABOVE``, so one request is recorded
@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._hosts import default_port
-from pytest_outbound._record import OutboundRequest, build_request
+from pytest_outbound._hosts import HostError, default_port, peer_from_url
+from pytest_outbound._record import build_request
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
@@ -49,6 +49,37 @@ def take_written_url() -> str | None:
     if written is not None:
         WRITTEN_URL.set(None)
     return written
+
+
+#: URL as written -> whether it names no single host (see ``ambiguous``).
+_AMBIGUOUS: dict[str, bool] = {}
+_AMBIGUOUS_LIMIT = 4096
+_AMBIGUOUS_LENGTH = 2048
+
+
+def ambiguous(url: object) -> bool:
+    """Whether the URL as written must be remembered: a text URL whose host is ambiguous or
+    invalid (``peer_from_url`` refuses it). ``build_request`` uses a written URL only then (the
+    client's normalised URL is judged otherwise), so the interceptors remember no other: most
+    requests pay one dict lookup here instead of capturing and re-judging what was written."""
+    if not isinstance(url, str):
+        return False
+    # a subclass may compare and hash its own way, and a long URL is seldom sent twice
+    cached = type(url) is str and len(url) <= _AMBIGUOUS_LENGTH
+    if cached:
+        known = _AMBIGUOUS.get(url)
+        if known is not None:
+            return known
+    try:
+        peer_from_url(url)
+        known = False
+    except HostError:
+        known = True
+    if cached:
+        if len(_AMBIGUOUS) >= _AMBIGUOUS_LIMIT:
+            _AMBIGUOUS.clear()
+        _AMBIGUOUS[url] = known
+    return known
 
 
 class Installation:
@@ -141,17 +172,6 @@ class Patches:
             self._undos.pop()()
 
 
-def admit(guard: Guard, record: OutboundRequest) -> Stub | None:
-    """Judge ``record`` (may raise ``OutboundBlocked``); the stub that answers it, if any."""
-    __tracebackhide__ = True
-    if not guard.observe(record):
-        return None
-    stub = guard.stub_for(record)
-    if stub is not None:
-        stub.calls.append(record)
-    return stub
-
-
 def judge(
     guard: Guard,
     method: str,
@@ -161,12 +181,19 @@ def judge(
     body: object,
     client: str,
     written_url: str | None = None,
+    callers: int = 1,
 ) -> tuple[object, Stub | None]:
     """Build the record of a request about to be sent and judge it (``OutboundBlocked`` in
     enforce). Returns the body to send in place of ``body`` (see ``capture_body``) and the stub
-    that answers the request, if any."""
+    that answers the request, if any.
+
+    ``callers``: how many frames above this one are the interceptor's own (this package's);
+    the search for the call site starts above them (``Guard.observe``'s ``skip``)."""
     __tracebackhide__ = True
-    data, body = capture_body(body)
+    if body.__class__ is bytes:
+        data: bytes = body
+    else:
+        data, body = capture_body(body)
     record = build_request(
         method,
         url,
@@ -176,7 +203,15 @@ def judge(
         body_limit=guard.body_limit,
         written_url=written_url,
     )
-    return body, admit(guard, record)
+    if not guard.observe(record, skip=callers + 1):  # this frame and its callers: ours
+        return body, None
+    scope = guard.scope
+    if scope is None or not scope.stubs:  # ``stub_for``'s own first test, without the call
+        return body, None
+    stub = guard.stub_for(record)
+    if stub is not None:
+        stub.calls.append(record)
+    return body, stub
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import contextvars
 from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import Patches, judge
+from pytest_outbound._interceptors import Patches, ambiguous, judge
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
@@ -27,6 +27,7 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
         client="httpx",
         # Only for the request built from it: a redirect hop inherits extensions, not the URL.
         written_url=written[0] if written and written[1] == url else None,
+        callers=2,  # this function and send_single(_async)
     )
     return stub
 
@@ -69,13 +70,13 @@ def install(guard: Guard, patches: Patches) -> None:
                     stub_transport.reset(token)
         return await async_send(self, request)
 
-    def remember_written(request: httpx.Request, url: Any) -> httpx.Request:
-        if isinstance(url, str) and url != str(request.url):
-            request.extensions = {**request.extensions, _WRITTEN: (url, str(request.url))}
-        return request
-
     def build_request(self: Any, method: str, url: Any, **kwargs: Any) -> httpx.Request:
-        return remember_written(original_build(self, method, url, **kwargs), url)
+        request: httpx.Request = original_build(self, method, url, **kwargs)
+        if ambiguous(url):  # the URL as written matters only then (see ``ambiguous``)
+            sent = str(request.url)
+            if url != sent:
+                request.extensions = {**request.extensions, _WRITTEN: (url, sent)}
+        return request
 
     def transport_for_url(self: httpx.Client, url: httpx.URL) -> httpx.BaseTransport:
         stub = stub_transport.get()

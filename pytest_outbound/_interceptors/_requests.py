@@ -9,20 +9,25 @@ from pytest_outbound._interceptors import (
     JUDGED_ABOVE,
     WRITTEN_URL,
     Patches,
+    ambiguous,
     judge,
-    take_written_url,
 )
 
 
 def install(guard: Guard, patches: Patches) -> None:
     import requests
+    from requests.structures import CaseInsensitiveDict
 
     original = requests.Session.send
     original_request = requests.Session.request
 
     def request(self: requests.Session, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        token = WRITTEN_URL.set(url if isinstance(url, str) else None)
+        # The URL as written matters only when its host is ambiguous (see ``ambiguous``).
+        written = url if ambiguous(url) else None
+        if written is None and WRITTEN_URL.get() is None:  # nothing to remember or to hide
+            return original_request(self, method, url, *args, **kwargs)
+        token = WRITTEN_URL.set(written)
         try:
             return original_request(self, method, url, *args, **kwargs)
         finally:
@@ -32,14 +37,20 @@ def install(guard: Guard, patches: Patches) -> None:
         __tracebackhide__ = True
         if not guard.active:
             return original(self, request, **kwargs)
+        written = WRITTEN_URL.get()
+        if written is not None:  # the first hop's only: redirect hops are judged as sent
+            WRITTEN_URL.set(None)
+        headers: Any = request.headers
+        if type(headers) is CaseInsensitiveDict:  # its (name, value) pairs, in order, in C
+            headers = headers._store.values()  # type: ignore[attr-defined]
         request.body, stub = judge(  # type: ignore[assignment]
             guard,
             request.method or "GET",
             request.url or "",
-            headers=request.headers,
+            headers=headers,
             body=request.body,
             client="requests",
-            written_url=take_written_url(),
+            written_url=written,
         )
         token = JUDGED_ABOVE.set(request)  # urllib3 beneath: already judged (the hot path)
         try:

@@ -15,6 +15,7 @@ from pytest_outbound._interceptors import (
     JUDGED_ABOVE,
     WRITTEN_URL,
     Patches,
+    ambiguous,
     judge,
     judged_above,
     take_written_url,
@@ -32,7 +33,10 @@ def install(guard: Guard, patches: Patches) -> None:
     def manager_urlopen(self: PoolManager, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         """Remember the URL as written: PoolManager normalises it before a pool sees it."""
         __tracebackhide__ = True
-        token = WRITTEN_URL.set(url if isinstance(url, str) else None)
+        written = url if ambiguous(url) else None  # only then it matters (see ``ambiguous``)
+        if written is None and WRITTEN_URL.get() is None:  # nothing to remember or to hide
+            return original_manager(self, method, url, *args, **kwargs)
+        token = WRITTEN_URL.set(written)
         try:
             return original_manager(self, method, url, *args, **kwargs)
         finally:

@@ -1,0 +1,374 @@
+"""The per-request fast paths judge what the slow paths judged.
+
+Interceptors remember the URL as written only when its host is ambiguous (``ambiguous``); URLs
+are parsed once per distinct URL; ``_judge_destination``'s verdicts are kept per context; the
+sensitive scan skips texts it found clean before. Each test here fails if its shortcut starts to
+skip something that must be judged.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from host_corpus import CASES
+
+from pytest_outbound._decide import Context, Rules, decide
+from pytest_outbound._fields import extract_fields
+from pytest_outbound._hosts import HostError, peer_from_url
+from pytest_outbound._interceptors import ambiguous
+from pytest_outbound._policy import Destination, Policy
+from pytest_outbound._record import build_request
+from pytest_outbound._sensitive import SensitiveScanner, SensitiveValue
+
+URLS = [case.target for case in CASES if isinstance(case.target, str)]
+
+
+def _refused(url: str) -> bool:
+    try:
+        peer_from_url(url)
+    except HostError:
+        return True
+    return False
+
+
+class _Text(str):
+    """A str subclass: never cached, still judged."""
+
+
+def test_ambiguous_is_exactly_what_peer_from_url_refuses() -> None:
+    assert any(_refused(url) for url in URLS)
+    assert not all(_refused(url) for url in URLS)
+    for url in URLS:
+        expected = _refused(url)
+        assert ambiguous(url) is expected, url
+        assert ambiguous(url) is expected, url  # the cached answer
+        assert ambiguous(_Text(url)) is expected, url
+    long = "https://octopus.com\\@evil.com/?" + "q" * 5000  # too long to be remembered
+    assert ambiguous(long) is True
+    assert build_request("GET", long, client="requests").peer is None
+    assert ambiguous(b"https://evil.com\\@octopus.com/") is False  # not text: never remembered
+    assert ambiguous(None) is False
+
+
+def test_written_url_is_judged_and_shown_when_ambiguous() -> None:
+    written = "https://octopus.com\\@evil.com/"
+    sent = "https://octopus.com/%5C@evil.com/"  # what requests makes of it
+    record = build_request("GET", sent, client="requests", written_url=written)
+    assert record.url == written
+    assert record.peer is None
+    assert record.host_error
+    plain = build_request("GET", sent, client="requests", written_url="https://octopus.com/x")
+    assert plain.url == sent
+    assert plain.peer is not None
+    assert plain.host == "octopus.com"
+
+
+def test_records_of_one_url_each_have_their_own_parts() -> None:
+    first = build_request("get", "https://octopus.com/a?b=1", client="requests")
+    second = build_request("GET", "https://octopus.com/a?b=1", client="requests")
+    assert (first.method, first.host, first.port, first.path, first.query_text) == (
+        "GET",
+        "octopus.com",
+        443,
+        "/a",
+        "b=1",
+    )
+    assert (second.url, second.peer, second.path) == (first.url, first.peer, first.path)
+    second.headers["x"] = "y"
+    assert first.headers == {}
+    bad = build_request("GET", "https://octopus.com:99999/", client="requests")
+    again = build_request("GET", "https://octopus.com:99999/", client="requests")
+    assert bad.peer is None
+    assert bad.host_error == again.host_error != ""
+
+
+def test_header_copy_turns_bytes_into_text() -> None:
+    record = build_request(
+        "GET",
+        "https://octopus.com/",
+        headers=[(b"X-A", b"\xe9"), ("X-B", "b"), ("X-A", "later")],
+        client="requests",
+    )
+    assert record.headers == {"X-A": "later", "X-B": "b"}
+    record = build_request("GET", "https://octopus.com/", headers={"X-N": 1}, client="urllib3")
+    assert record.headers == {"X-N": "1"}
+
+
+def _context() -> Context:
+    policy = Policy(
+        (Destination(name="api", hosts=("octopus.com",), methods=("GET",), paths=("/v1/**",)),)
+    )
+    return Context(Rules(policy))
+
+
+def test_remembered_verdicts_depend_on_every_part_they_read() -> None:
+    context = _context()
+
+    def verdict(method: str, url: str, client: str = "requests") -> tuple[bool, tuple[str, ...]]:
+        result = decide(build_request(method, url, client=client), context)
+        return result.allowed, result.reasons
+
+    for _ in range(2):  # the second time from the cache
+        assert verdict("GET", "https://octopus.com/v1/x") == (True, ())
+        assert verdict("POST", "https://octopus.com/v1/x") == (False, ("method",))
+        assert verdict("GET", "https://octopus.com/v2/x") == (False, ("path",))
+        assert verdict("GET", "http://octopus.com/v1/x") == (True, ())
+        assert verdict("GET", "https://octopus.com:8443/v1/x") == (True, ())
+        assert verdict("GET", "https://evil.com/v1/x") == (False, ("undocumented",))
+        assert verdict("GET", "https://octopus.com\\@evil.com/") == (False, ("ambiguous-host",))
+    narrowed = Context(context.rules, restriction="none")
+    result = decide(build_request("GET", "https://octopus.com/v1/x", client="requests"), narrowed)
+    assert (result.allowed, result.reasons) == (False, ("outbound_none",))
+
+
+@pytest.mark.parametrize("place", ["url", "header", "body"])
+def test_clean_texts_are_remembered_but_findings_never(place: str) -> None:
+    # Two kinds, one of them never sent: the scan does not stop at the first finding.
+    scanner = SensitiveScanner(
+        [SensitiveValue("hostname", "build-host-7"), SensitiveValue("user", "jane-q-doe")]
+    )
+    clean_url, clean_headers = "https://octopus.com/a", [("Accept", "*/*"), ("X-Id", "1")]
+    for _ in range(2):
+        assert scanner.scan(url=clean_url, headers=clean_headers, body=b"{}") == []
+    url, headers, body = clean_url, list(clean_headers), b"{}"
+    if place == "url":
+        url = clean_url + "?h=BUILD-HOST-7"
+    elif place == "header":
+        headers.append(("X-Host", "build%2Dhost%2D7"))
+    else:
+        body = b'{"h": "build-host-7"}'
+    for _ in range(2):  # a finding is found again: only clean texts are skipped
+        [hit] = scanner.scan(url=url, headers=headers, body=body)
+        assert hit.kind == "hostname"
+        assert hit.where.startswith(place)
+    assert scanner.scan(url=clean_url, headers=clean_headers, body=b"{}") == []
+    assert scanner.scan(url=_Text(url), headers=headers, body=body) != []
+
+
+def test_body_fields_remembered_merge_as_parsed() -> None:
+    def fields(body: bytes, content_type: str = "application/json") -> tuple[object, bool]:
+        found = extract_fields(
+            path="/",
+            query="a=0&z=9",
+            headers=[("Content-Type", content_type), ("X-A", "h")],
+            body=body,
+        )
+        return dict(found.values), found.opaque
+
+    body = b'{"b": {}, "a": "1", "c": [2, "3"], "header:x-a": "j", "a": "4"}'
+    expected = (
+        {
+            "a": ("0", "1", "4"),
+            "z": ("9",),
+            "header:x-a": ("h", "j"),
+            "b": (),
+            "c[]": ("2", "3"),
+        },
+        False,
+    )
+    for _ in range(2):  # the second time from the cache
+        assert fields(body) == expected
+        assert list(fields(body)[0]) == list(expected[0])  # the order too
+    assert fields(b"a=5&d=6", "application/x-www-form-urlencoded") == (
+        {"a": ("0", "5"), "z": ("9",), "header:x-a": ("h",), "d": ("6",)},
+        False,
+    )
+    assert fields(b"a=5&d=6", "application/json") == (
+        {"a": ("0",), "z": ("9",), "header:x-a": ("h",)},
+        True,
+    )
+    first = extract_fields(path="/", query="", headers=[], body=body)
+    second = extract_fields(path="/", query="", headers=[], body=body)
+    assert first.values is not second.values
+    assert first.values == second.values
+
+
+def test_bodies_with_findings_are_scanned_again() -> None:
+    scanner = SensitiveScanner(
+        [SensitiveValue("hostname", "build-host-7"), SensitiveValue("user", "jane-q-doe")]
+    )
+    clean, dirty = b'{"a": 1}', b'{"h": "build-host-7"}'
+    gzipped = gzip.compress(dirty)
+    for _ in range(2):
+        assert scanner.scan(url="https://octopus.com/", headers=[], body=clean) == []
+        [hit] = scanner.scan(url="https://octopus.com/", headers=[], body=dirty)
+        assert (hit.kind, hit.where) == ("hostname", "body")
+        [hit] = scanner.scan(
+            url="https://octopus.com/", headers=[("Content-Encoding", "gzip")], body=gzipped
+        )
+        assert (hit.kind, hit.where, hit.encoding) == ("hostname", "body", "gzip")
+        # found in the URL first: the body is still searched for the other kind
+        hits = scanner.scan(url="https://octopus.com/?u=build-host-7", headers=[], body=clean)
+        assert [h.kind for h in hits] == ["hostname"]
+        hits = scanner.scan(
+            url="https://octopus.com/?u=build-host-7", headers=[], body=b'"jane-q-doe"'
+        )
+        assert [(h.kind, h.where) for h in hits] == [("hostname", "url"), ("user", "body")]
+
+
+REQUESTS_NESTED = """
+import pytest, requests, responses
+
+PLAIN = "https://octopus.com/token"
+WRITTEN = "https://octopus.com\\\\@evil.com/"
+
+
+class FetchesAToken(requests.auth.AuthBase):
+    def __call__(self, request):
+        # A request made while another one, written ambiguously, is being prepared: judged as
+        # its own URL, never as the outer one's.
+        requests.get(PLAIN)
+        return request
+
+
+@responses.activate
+@pytest.mark.outbound_only("octopus.com")
+def test_nested(outbound):
+    responses.get(PLAIN, body="t")
+    responses.get("https://octopus.com/%5C@evil.com/", body="x")
+    assert requests.get(WRITTEN, auth=FetchesAToken()).text == "x"  # audit: recorded, sent
+    inner, outer = outbound.requests
+    assert (inner.url, inner.verdict) == (PLAIN, "allowed")
+    assert (outer.url, outer.verdict, outer.reasons) == (WRITTEN, "violation", ["ambiguous-host"])
+    assert requests.get(PLAIN).text == "t"  # and the next request: nothing left behind
+    assert outbound.requests[-1].url == PLAIN
+"""
+
+CLIENTS = """
+import httpx, pytest, requests, urllib3
+
+WRITTEN = "https://octopus.com\\\\@evil.com/"
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx", "urllib3"])
+@pytest.mark.outbound_only("octopus.com")
+def test_written(outbound, client, monkeypatch):
+    def not_sent(*args, **kwargs):
+        raise AssertionError("sent")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", not_sent)
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", not_sent)
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "_get_conn", not_sent)
+    send = {
+        "requests": lambda url: requests.get(url),
+        "httpx": lambda url: httpx.get(url),
+        "urllib3": lambda url: urllib3.PoolManager(retries=False).request("GET", url),
+    }[client]
+    for _ in range(2):  # the second time from the cache
+        with pytest.raises(AssertionError, match="sent"):  # audit: recorded, then sent
+            send(WRITTEN)
+        written = outbound.requests[-1]
+        assert (written.url, written.reasons) == (WRITTEN, ["ambiguous-host"])
+        with pytest.raises(AssertionError, match="sent"):
+            send("https://octopus.com/ok")
+        assert outbound.requests[-1].url == "https://octopus.com/ok"
+        assert outbound.requests[-1].verdict == "allowed"
+"""
+
+
+def test_nested_request_is_judged_as_its_own_url(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makepyfile(test_written_nested=REQUESTS_NESTED)
+    pytester.runpytest("-q").assert_outcomes(passed=1)
+
+
+def test_each_client_judges_what_was_written(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makepyfile(test_written_per_client=CLIENTS)
+    pytester.runpytest("-q").assert_outcomes(passed=3)
+
+
+LOCATIONS = """
+import asyncio, http.client, urllib.request
+import httpx, pytest, requests, urllib3
+
+
+class NotSent(Exception):
+    pass
+
+
+def not_sent(*args, **kwargs):
+    raise NotSent
+
+
+@pytest.fixture(autouse=True)
+def below_the_interceptors(monkeypatch):
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", not_sent)
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", not_sent)
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", not_sent)
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "_get_conn", not_sent)
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", not_sent)
+
+
+async def httpx_async(url):
+    async with httpx.AsyncClient() as client:
+        await client.get(url)  # line: httpx-async
+
+
+def send(client, url):
+    if client == "requests":
+        requests.get(url)  # line: requests
+    elif client == "requests-session":
+        requests.Session().request("GET", url)  # line: requests-session
+    elif client == "httpx":
+        httpx.get(url)  # line: httpx
+    elif client == "httpx-client":
+        httpx.Client().send(httpx.Request("GET", url))  # line: httpx-client
+    elif client == "httpx-async":
+        asyncio.run(httpx_async(url))
+    elif client == "urllib3":
+        urllib3.PoolManager(retries=False).request("GET", url)  # line: urllib3
+    elif client == "http.client":
+        http.client.HTTPSConnection("octopus.com").request("GET", "/")  # line: http.client
+    elif client == "urllib.request":
+        urllib.request.urlopen(url)  # line: urllib.request
+
+
+CLIENTS = ["requests", "requests-session", "httpx", "httpx-client", "httpx-async", "urllib3",
+           "http.client", "urllib.request"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_location(outbound, client):
+    with pytest.raises(NotSent):
+        send(client, "https://octopus.com/")
+    [record] = outbound.requests
+    source = open(__file__).read().splitlines()
+    [line] = [n for n, text in enumerate(source, 1) if text.endswith(f"# line: {client}")]
+    assert record.location == f"test_where.py:{line}"
+"""
+
+
+def test_each_client_records_the_line_that_sent_it(pytester: pytest.Pytester) -> None:
+    """The call-site search jumps over the interceptors' own frames: never past the user's."""
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makepyfile(test_where=LOCATIONS)
+    pytester.runpytest("-q").assert_outcomes(passed=8)
+
+
+def test_records_share_repeated_strings() -> None:
+    """Memory: 50,000 records of one URL hold one URL string and one of each header value."""
+    records = [
+        build_request(
+            "post",
+            "".join(["https://octopus.com/", "events"]),  # a new string each time
+            headers={"Content-Length": str(1000 + 24), "Content-Type": "application/json"},
+            body=b"x" * 1024,
+            client="requests",
+        )
+        for _ in range(2)
+    ]
+    first, second = records
+    assert first.url is second.url
+    assert first.method is second.method
+    assert first.headers["Content-Length"] is second.headers["Content-Length"]
+    assert (
+        first.headers
+        == second.headers
+        == {
+            "Content-Length": "1024",
+            "Content-Type": "application/json",
+        }
+    )
+    assert first.headers is not second.headers
