@@ -38,19 +38,21 @@ class Breach:
 
 # --- formats ----------------------------------------------------------------------------------
 
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_INT_RE = re.compile(r"[+-]?[0-9]+")
+# Pattern texts, compiled on first use (``re`` keeps them): a session without a contract that
+# names a format does not pay for compiling them at start-up.
+_UUID_RE = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+_INT_RE = r"[+-]?[0-9]+"
 
 _NUM = r"(?:0|[1-9][0-9]*)"
 _PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
 _BUILD_ID = r"[0-9A-Za-z-]+"
-_SEMVER_RE = re.compile(
+_SEMVER_RE = (
     rf"{_NUM}\.{_NUM}\.{_NUM}"
     rf"(?:-{_PRE_ID}(?:\.{_PRE_ID})*)?"
     rf"(?:\+{_BUILD_ID}(?:\.{_BUILD_ID})*)?"
 )
 
-_ISO8601_RE = re.compile(
+_ISO8601_RE = (
     r"(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})"
     r"(?:[Tt](?P<h>[0-9]{2}):(?P<mi>[0-9]{2})(?::(?P<s>[0-9]{2})(?:[.,][0-9]+)?)?"
     r"(?:[Zz]|[+-](?P<oh>[0-9]{2})(?::?(?P<om>[0-9]{2}))?)?)?"
@@ -58,7 +60,7 @@ _ISO8601_RE = re.compile(
 
 
 def _is_iso8601(value: str) -> bool:
-    m = _ISO8601_RE.fullmatch(value)
+    m = re.fullmatch(_ISO8601_RE, value)
     if m is None:
         return False
     try:
@@ -73,9 +75,9 @@ def _is_iso8601(value: str) -> bool:
 
 
 _NAMED: dict[str, Callable[[str], bool]] = {
-    "uuid": lambda v: _UUID_RE.fullmatch(v) is not None,
-    "semver": lambda v: _SEMVER_RE.fullmatch(v) is not None,
-    "int": lambda v: _INT_RE.fullmatch(v) is not None,
+    "uuid": lambda v: re.fullmatch(_UUID_RE, v) is not None,
+    "semver": lambda v: re.fullmatch(_SEMVER_RE, v) is not None,
+    "int": lambda v: re.fullmatch(_INT_RE, v) is not None,
     "iso8601": _is_iso8601,
 }
 

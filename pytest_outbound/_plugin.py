@@ -368,6 +368,10 @@ class OutboundPlugin:
         self.finished = False
         self._suspended: list[Scope | None] = []
         self._default_contexts: dict[int, Context] = {}
+        #: Whether anything implements pytest_outbound_request / _violation (kept current by
+        #: pytest_plugin_registered, which pytest replays for earlier plugins when this one
+        #: registers).
+        self._hooked_request = self._hooked_violation = False
         #: Contexts of the collected items that carry outbound_* markers, by id(item).
         self._marked: dict[int, Context] = {}
         #: The test running now and its scope (set by its setup hook, cleared after teardown).
@@ -385,14 +389,18 @@ class OutboundPlugin:
             self.children.close()
 
     def _on_request(self, request: OutboundRequest) -> None:
-        hook = self.config.hook.pytest_outbound_request
-        if hook.get_hookimpls():  # most suites implement neither hook: skip the call
-            hook(request=request)
+        if self._hooked_request:  # most suites implement neither hook: skip the call
+            self.config.hook.pytest_outbound_request(request=request)
 
     def _on_violation(self, request: OutboundRequest) -> None:
-        hook = self.config.hook.pytest_outbound_violation
-        if hook.get_hookimpls():
-            hook(request=request)
+        if self._hooked_violation:
+            self.config.hook.pytest_outbound_violation(request=request)
+
+    def pytest_plugin_registered(self) -> None:
+        """A conftest or plugin registered (now or later): does anyone implement our hooks?"""
+        hook = self.config.hook
+        self._hooked_request = bool(hook.pytest_outbound_request.get_hookimpls())
+        self._hooked_violation = bool(hook.pytest_outbound_violation.get_hookimpls())
 
     # -- per-directory and per-test policy -------------------------------------------------
 

@@ -6,7 +6,6 @@ Pure: no pytest, no patching. Every fault raises ``PolicyError`` naming where it
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import tomllib
@@ -77,7 +76,7 @@ class Payload:
                     raise ValueError(f"match.{name} must be a string (regex or named format)")
                 known = ", ".join(NAMED_FORMATS)
                 if pattern not in NAMED_FORMATS and _WORD_RE.match(pattern):
-                    close = difflib.get_close_matches(pattern, NAMED_FORMATS, n=1)
+                    close = _close_matches(pattern, NAMED_FORMATS)
                     hint = f"did you mean {close[0]!r}?" if close else f"named formats: {known}"
                     raise ValueError(
                         f"match.{name} = {pattern!r} is not a named format ({hint}); to match"
@@ -285,7 +284,7 @@ _PAYLOAD_KEYS = ("fields", "required", "match", "opaque_body")
 
 
 def _unknown_key_message(key: str, known: Sequence[str], where: str = "") -> str:
-    close = difflib.get_close_matches(key, known, n=1)
+    close = _close_matches(key, known)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
     return f"unknown key {key!r}{f' in {where}' if where else ''}{hint}"
 
@@ -336,3 +335,10 @@ def _toml_error_source(source: str, exc: tomllib.TOMLDecodeError) -> str:
         m = re.search(r"line (\d+)", str(exc))
         lineno = int(m.group(1)) if m else None
     return f"{source}:{lineno}" if lineno else source
+
+
+def _close_matches(word: str, choices: Iterable[str]) -> list[str]:
+    """The closest of ``choices`` for a "did you mean" (difflib imported only for a mistake)."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(choices), n=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 PROBE_TEST = """
@@ -110,10 +112,17 @@ def test_bad_conftest_destinations_are_usage_errors(
     assert "Traceback" not in result.stderr.str()
 
 
-def test_request_and_violation_hooks_see_every_judged_request(pytester: pytest.Pytester) -> None:
+# A conftest in the rootdir is registered before the plugin; one in a subdirectory during
+# collection, after it: both must be called.
+@pytest.mark.parametrize("where", [".", "sub"])
+def test_request_and_violation_hooks_see_every_judged_request(
+    pytester: pytest.Pytester, where: str
+) -> None:
     pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_allow = ok.example\n")
-    pytester.makeconftest(
-        """
+    directory = pytester.mkdir(where) if where != "." else pytester.path
+    (directory / "conftest.py").write_text(
+        textwrap.dedent(
+            """
         SEEN = []
 
         def pytest_outbound_request(request):
@@ -126,9 +135,11 @@ def test_request_and_violation_hooks_see_every_judged_request(pytester: pytest.P
             import json, pathlib
             pathlib.Path("seen.json").write_text(json.dumps(SEEN))
         """
+        )
     )
-    pytester.makepyfile(
-        """
+    (directory / "test_hooks.py").write_text(
+        textwrap.dedent(
+            """
         import requests, responses
 
         @responses.activate
@@ -138,6 +149,7 @@ def test_request_and_violation_hooks_see_every_judged_request(pytester: pytest.P
             requests.get("https://ok.example/")
             requests.get("https://leak.example/")
         """
+        )
     )
     pytester.runpytest().assert_outcomes(passed=1)
     import json
