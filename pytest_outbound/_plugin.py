@@ -64,7 +64,6 @@ MARKERS = {
 }
 
 PLUGIN_KEY = pytest.StashKey["OutboundPlugin"]()
-EXPECT_KEY = pytest.StashKey[tuple[tuple[Entry, "int | None"], ...]]()
 
 
 def _mode_type(value: str) -> str:
@@ -372,8 +371,10 @@ class OutboundPlugin:
         #: pytest_plugin_registered, which pytest replays for earlier plugins when this one
         #: registers).
         self._hooked_request = self._hooked_violation = False
-        #: Contexts of the collected items that carry outbound_* markers, by id(item).
-        self._marked: dict[int, Context] = {}
+        #: Each collected item's context, by id(item), until its setup takes it.
+        self._contexts: dict[int, Context] = {}
+        #: outbound_expect markers of the items that carry any, by id(item).
+        self._expects: dict[int, tuple[tuple[Entry, int | None], ...]] = {}
         #: The test running now and its scope (set by its setup hook, cleared after teardown).
         self._item: pytest.Item | None = None
         self._scope: Scope | None = None
@@ -476,7 +477,7 @@ class OutboundPlugin:
             elif mark.name == "outbound_expect":
                 expect.append(_expect_entry(mark, rules, where))
         if expect:
-            item.stash[EXPECT_KEY] = tuple(expect)
+            self._expects[id(item)] = tuple(expect)
         if restriction is None and not allow:
             return self._default_context(rules)
         return Context(rules, restriction, only, tuple(allow), source)
@@ -497,10 +498,7 @@ class OutboundPlugin:
         self.guard.session_context = Context(self.root_rules)
         try:
             for item in items:  # a marker or conftest hook at fault is a usage error now
-                if _has_outbound_marker(item):
-                    self._marked[id(item)] = self.context_for(item)
-                else:
-                    self.rules_for(item)
+                self._contexts[id(item)] = self.context_for(item)
         except PolicyError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -542,11 +540,11 @@ class OutboundPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        context = self._marked.pop(id(item), None)
+        context = self._contexts.pop(id(item), None)
         if context is None:
             try:
-                context = self.context_for(item)  # unmarked: the directory's shared context
-            except PolicyError as exc:  # an item made outside collection (rare)
+                context = self.context_for(item)  # made outside collection, or run again
+            except PolicyError as exc:
                 raise pytest.UsageError(str(exc)) from None
         scope = Scope(item.nodeid, context)
         self._item, self._scope = item, scope
@@ -594,7 +592,7 @@ class OutboundPlugin:
         """After a phase: fail for blocked requests the code swallowed, and unmet expectations."""
         children = self._collect_children(scope) if self.children is not None else []
         phase = call.when
-        if not (scope.pending or children or (phase == "call" and EXPECT_KEY in item.stash)):
+        if not (scope.pending or children or (phase == "call" and id(item) in self._expects)):
             return  # the common case: nothing to add
         pending, scope.pending = scope.pending, []
         if call.excinfo is not None:
@@ -611,7 +609,7 @@ class OutboundPlugin:
         if children:
             problems.append(_children_text(children))
         if phase == "call":
-            problems.extend(_unmet_expectations(item.stash.get(EXPECT_KEY, ()), scope))
+            problems.extend(_unmet_expectations(self._expects.get(id(item), ()), scope))
         if problems:
             try:
                 pytest.fail("\n\n".join(problems), pytrace=False)
