@@ -282,7 +282,7 @@ def test_phases_session_fixture_teardown_and_late_thread(suite: pytest.Pytester)
                 yield
 
         @pytest.fixture(scope="session")
-        def licence():
+        def licence(mock):  # torn down before the mock on every pytest (8.0 orders differently)
             requests.get("https://session-setup.example/")
             yield
             requests.get("https://session-teardown.example/")
