@@ -5,8 +5,11 @@ code: ``socket.connect``/``connect_ex`` (so asyncio's ``sock_connect`` and
 ``create_connection`` too), ``sendto``/``sendmsg`` to an address, ``getaddrinfo`` and
 ``gethostbyname``. It patches the methods of ``socket.socket`` (the Python class every
 socket of the standard library, ``ssl`` and asyncio is made from, so sockets created before the
-session are covered too) and the resolver functions, once per process however many sessions
-nest (pytester): the patches call whichever session's backstop is current (``_SWITCH``).
+session are covered too) and the resolver functions. What is patched already (by a session
+this one runs inside, under pytester) is not patched again, and the patches call whichever
+session's backstop is current (``_SWITCH``). Tools that put back an original they saved
+(pytest-socket restores its ``connect`` after every test) are caught up with before each test,
+and pytest-socket's saved originals are made ours.
 
 An audit hook (``sys.addaudithook``) would also see sockets made from the C ``_socket.socket``
 class directly, but it cannot be removed and runs for every audited event of the process
@@ -28,7 +31,9 @@ from __future__ import annotations
 import _socket
 import ipaddress
 import socket
+import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pytest_outbound._decide import DNS, SOCKET
@@ -46,86 +51,147 @@ _SWITCH = _Switch()
 _BUSY = threading.local()
 
 
-def _dispatch(event: str, *args: Any) -> None:
-    """Hand one socket or resolver event to the current session's backstop, once."""
+def _outermost() -> bool:
+    """Mark this thread as inside a patched call, unless it already is (then False).
+
+    Held for the whole call, original included: a patched function reached again beneath
+    (a nested session's patch over an outer one, pytest-socket's ``guarded_connect`` calling
+    the saved connect, which is ours) judges nothing a second time.
+    """
+    if getattr(_BUSY, "on", False):
+        return False
+    _BUSY.on = True
+    return True
+
+
+def _judge(event: str, *args: Any) -> None:
     __tracebackhide__ = True
     backstop = _SWITCH.backstop
-    if backstop is None or getattr(_BUSY, "on", False):
-        return
-    _BUSY.on = True
-    try:
+    if backstop is not None:
         backstop.on_event(event, args)
-    finally:
-        _BUSY.on = False
+
+
+def _ours(value: object) -> bool:
+    return bool(getattr(value, "_outbound_backstop", False))
 
 
 def _patch_sockets(patches: Patches) -> None:
-    """Patch ``socket.socket``'s connecting methods and the resolvers to call ``_dispatch``."""
+    """Patch what is not patched yet: ``socket.socket``'s connecting methods and the resolvers
+    call the current backstop first. Run again before every test, because tools restore the
+    originals they saved (pytest-socket puts its copy of ``connect`` back after every test)."""
     cls = socket.socket
-    connect, connect_ex = cls.connect, cls.connect_ex
-    sendto, sendmsg = cls.sendto, cls.sendmsg
+    for name, wrap in _SOCKET_METHODS.items():
+        current = getattr(cls, name, None)
+        if current is not None and not _ours(current):
+            patches.patch(cls, name, _mark(wrap(current)))
+    for owner, name, wrap in _RESOLVERS:
+        current = getattr(owner, name, None)
+        if current is not None and not _ours(current):
+            patches.patch(owner, name, _mark(wrap(current)))
+    # pytest-socket saved the originals when it was imported and calls or restores them:
+    # let it hold ours instead (as requests-mock's saved ``Session.send`` is made ours).
+    pytest_socket = sys.modules.get("pytest_socket")
+    if pytest_socket is not None:
+        for saved, ours in (
+            ("_true_connect", cls.connect),
+            ("_true_gethostbyname", socket.gethostbyname),
+        ):
+            if hasattr(pytest_socket, saved) and not _ours(getattr(pytest_socket, saved)):
+                patches.patch(pytest_socket, saved, ours)
 
-    def patched_connect(self: socket.socket, address: Any) -> None:
+
+def _mark(function: Callable[..., Any]) -> Callable[..., Any]:
+    function.__dict__["_outbound_backstop"] = True
+    return function
+
+
+def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    def connect(self: socket.socket, address: Any) -> Any:
         __tracebackhide__ = True
-        _dispatch("socket.connect", self, address)
-        return connect(self, address)
+        if not _outermost():
+            return original(self, address)
+        try:
+            _judge("socket.connect", self, address)
+            return original(self, address)
+        finally:
+            _BUSY.on = False
 
-    def patched_connect_ex(self: socket.socket, address: Any) -> int:
-        __tracebackhide__ = True
-        _dispatch("socket.connect", self, address)
-        return connect_ex(self, address)
+    return connect
 
-    def patched_sendto(self: socket.socket, *args: Any) -> int:
+
+def _wrap_sendto(original: Callable[..., Any]) -> Callable[..., Any]:
+    def sendto(self: socket.socket, *args: Any) -> Any:
         __tracebackhide__ = True  # sendto(data, address) or sendto(data, flags, address)
-        if len(args) >= 2:
-            _dispatch("socket.sendto", self, args[-1])
-        return sendto(self, *args)
+        if not _outermost():
+            return original(self, *args)
+        try:
+            if len(args) >= 2:
+                _judge("socket.sendto", self, args[-1])
+            return original(self, *args)
+        finally:
+            _BUSY.on = False
 
-    def patched_sendmsg(self: socket.socket, *args: Any) -> int:
+    return sendto
+
+
+def _wrap_sendmsg(original: Callable[..., Any]) -> Callable[..., Any]:
+    def sendmsg(self: socket.socket, *args: Any) -> Any:
         __tracebackhide__ = True  # sendmsg(buffers[, ancdata[, flags[, address]]])
-        if len(args) >= 4 and args[3] is not None:
-            _dispatch("socket.sendmsg", self, args[3])
-        return sendmsg(self, *args)
+        if not _outermost():
+            return original(self, *args)
+        try:
+            if len(args) >= 4 and args[3] is not None:
+                _judge("socket.sendmsg", self, args[3])
+            return original(self, *args)
+        finally:
+            _BUSY.on = False
 
-    for name, function in (
-        ("connect", patched_connect),
-        ("connect_ex", patched_connect_ex),
-        ("sendto", patched_sendto),
-        ("sendmsg", patched_sendmsg),
-    ):
-        function.__dict__["_outbound_backstop"] = True
-        patches.patch(cls, name, function)
+    return sendmsg
 
-    # ``socket.getaddrinfo`` calls ``_socket.getaddrinfo``; wrapping the lower one survives
-    # tools that swap and restore the upper one (pytest-socket restores its own copy).
-    original_getaddrinfo = _socket.getaddrinfo
-    original_gethostbyname = socket.gethostbyname
-    original_gethostbyname_ex = socket.gethostbyname_ex
 
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        _dispatch("socket.getaddrinfo", host)
-        result = original_getaddrinfo(host, *args, **kwargs)
-        _remember(host, [str(entry[4][0]) for entry in result])
-        return result
+def _wrap_resolver(
+    event: str, addresses: Callable[[Any], list[str]]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if not _outermost():
+                return original(host, *args, **kwargs)
+            try:
+                _judge(event, host)
+                result = original(host, *args, **kwargs)
+                _remember(host, addresses(result))
+                return result
+            finally:
+                _BUSY.on = False
 
-    def gethostbyname(host: Any) -> str:
-        __tracebackhide__ = True
-        _dispatch("socket.gethostbyname", host)
-        address = original_gethostbyname(host)
-        _remember(host, [address])
-        return address
+        return resolve
 
-    def gethostbyname_ex(host: Any) -> Any:
-        __tracebackhide__ = True
-        _dispatch("socket.gethostbyname", host)
-        result = original_gethostbyname_ex(host)
-        _remember(host, list(result[2]))
-        return result
+    return wrap
 
-    patches.patch(_socket, "getaddrinfo", getaddrinfo)
-    patches.patch(socket, "gethostbyname", gethostbyname)
-    patches.patch(socket, "gethostbyname_ex", gethostbyname_ex)
+
+def _sockaddrs(result: list[tuple[Any, ...]]) -> list[str]:
+    return [str(entry[4][0]) for entry in result]
+
+
+#: ``connect_ex`` is judged as a connect; ``sendmsg`` does not exist on every platform.
+_SOCKET_METHODS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "connect": _wrap_connect,
+    "connect_ex": _wrap_connect,
+    "sendto": _wrap_sendto,
+    "sendmsg": _wrap_sendmsg,
+}
+# ``socket.getaddrinfo`` calls ``_socket.getaddrinfo``; wrapping the lower one survives tools
+# that swap and restore the upper one.
+_RESOLVERS: tuple[tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
+    (
+        _socket,
+        "getaddrinfo",
+        _wrap_resolver("socket.getaddrinfo", lambda r: [str(e[4][0]) for e in r]),
+    ),
+    (socket, "gethostbyname", _wrap_resolver("socket.gethostbyname", lambda r: [r])),
+    (socket, "gethostbyname_ex", _wrap_resolver("socket.gethostbyname", lambda r: list(r[2]))),
+)
 
 
 def _remember(host: object, addresses: list[str]) -> None:
@@ -143,10 +209,18 @@ class Backstop:
         self.resolved: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._previous: Backstop | None = None
+        self._patches: Patches | None = None
+
+    def ensure(self) -> None:
+        """Before each test: patch again what a tool restored (pytest-socket does, per test)."""
+        if self._patches is not None and not (
+            _ours(socket.socket.connect) and _ours(socket.gethostbyname)
+        ):
+            _patch_sockets(self._patches)
 
     def install(self, patches: Patches) -> None:
-        if not getattr(socket.socket.connect, "_outbound_backstop", False):
-            _patch_sockets(patches)  # else a session this one runs inside patched them
+        _patch_sockets(patches)  # what a session this one runs inside patched stays as it is
+        self._patches = patches
         self._previous = _SWITCH.backstop  # a session nested in another (pytester) stacks
         _SWITCH.backstop = self
 

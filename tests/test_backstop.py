@@ -428,3 +428,73 @@ def test_egress_at_interpreter_exit_is_reported_with_phase_session(
 
     [record] = json.loads((suite.path / "r.json").read_text())["requests"]
     assert (record["client"], record["phase"], record["nodeid"]) == ("dns", "session", "")
+
+
+def test_a_session_inside_a_session_records_each_socket_event_once(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytester runs a session inside the session of a plugin's own tests. The inner one finds
+    the outer one's patches (some of them put back by pytest-socket after the first test) and
+    must neither patch twice nor judge an event twice."""
+    pytester.makeini(ini("audit"))
+    pytester.makepyfile(
+        '''
+        pytest_plugins = ["pytester"]
+
+        INNER = """
+        import socket
+
+        def test_inner(outbound):
+            server = socket.socket()
+            server.bind(("127.0.0.1", 0))
+            server.listen(4)
+            port = server.getsockname()[1]
+            client = socket.socket()
+            client.connect_ex(("127.0.0.1", port))
+            client.close()
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.sendto(b"x", ("127.0.0.1", port))
+            udp.close()
+            server.close()
+            assert [r.method for r in outbound.requests] == ["CONNECT", "SENDTO"]
+        """
+
+        def test_first():
+            pass
+
+        def test_nested(pytester):
+            pytester.makeini(
+                "[pytest]\\noutbound_mode = audit\\noutbound_sensitive_machine = false\\n"
+                "outbound_local = enforce\\n"
+            )
+            pytester.makepyfile(INNER)
+            pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=1)
+        '''
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_a_platform_without_sendmsg_patches_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``socket.sendmsg`` is Unix-only: elsewhere the backstop must install without it."""
+    import socket
+
+    from pytest_outbound._backstop import _patch_sockets
+    from pytest_outbound._interceptors import Patches
+
+    class NoSendmsg:
+        def connect(self, address: object) -> None: ...
+        def connect_ex(self, address: object) -> int: ...
+        def sendto(self, *args: object) -> int: ...
+
+    monkeypatch.setattr(socket, "socket", NoSendmsg)
+    patches = Patches()
+    try:
+        _patch_sockets(patches)
+        assert all(
+            getattr(vars(NoSendmsg)[name], "_outbound_backstop", False)
+            for name in ("connect", "connect_ex", "sendto")
+        )
+        assert not hasattr(NoSendmsg, "sendmsg")
+    finally:
+        patches.undo()
+    assert not hasattr(vars(NoSendmsg)["connect"], "_outbound_backstop")

@@ -220,6 +220,64 @@ def test_pytest_socket_teardown_does_not_unhook_the_backstop_resolver(
     result.stdout.fnmatch_lines(["mode: enforce; 1 outbound request(s), 0 violation(s)"])
 
 
+RAW_CONNECT_TWICE = """
+import socket, pytest
+from pytest_outbound import OutboundBlocked
+
+@pytest.fixture
+def port():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    yield server.getsockname()[1]
+    server.close()
+
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_raw_connect(port, attempt):
+    try:
+        socket.create_connection(("127.0.0.1", port)).close()
+    except OutboundBlocked:
+        pass
+"""
+
+
+@pytest.mark.parametrize("allow", [[], ["--allow-hosts=127.0.0.1"]], ids=["plain", "allow-hosts"])
+def test_pytest_socket_does_not_unhook_the_connect_backstop_after_a_test(
+    suite: pytest.Pytester, allow: list[str]
+) -> None:
+    """pytest-socket puts back the ``socket.socket.connect`` it saved at import after every test
+    (and with --allow-hosts installs its own guard calling that saved one at every setup): every
+    test's connect must still be judged, not only the first."""
+    suite.makeini(ini("outbound_local = enforce"))
+    suite.makepyfile(test_raw=RAW_CONNECT_TWICE)
+    result = suite.runpytest("-p", "no:randomly", *allow)
+    result.assert_outcomes(failed=3)  # each one blocked (and swallowed, so failed)
+    result.stdout.fnmatch_lines(["mode: enforce; 3 outbound request(s), 3 violation(s)"])
+
+
+def test_pytest_socket_does_not_unhook_the_gethostbyname_backstop(suite: pytest.Pytester) -> None:
+    suite.makepyfile(
+        """
+        import socket, pytest
+        from pytest_outbound import OutboundBlocked
+
+        def test_first_with_sockets_disabled():
+            pass
+
+        @pytest.mark.enable_socket
+        def test_then_an_undocumented_lookup(outbound):
+            with pytest.raises(OutboundBlocked):
+                socket.gethostbyname("evil.example")
+            assert [(r.client, r.host) for r in outbound.requests] == [("dns", "evil.example")]
+        """
+    )
+    result = suite.runpytest("--disable-socket", "-p", "no:randomly")
+    # Blocked before the lookup left (the test then fails: it swallowed the block).
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*1 outbound request(s) were blocked*"])
+    assert "DID NOT RAISE" not in result.stdout.str()
+
+
 # -- vcrpy and pytest-recording ----------------------------------------------------------------
 
 CASSETTE = """\

@@ -98,7 +98,7 @@ class Installation:
         self.guard = guard
         self.patches = Patches()
         self.backstop = Backstop(guard)
-        self._modules_seen = -1
+        self._modules_seen: tuple[int, str | None] = (-1, None)
         #: (modules that must be imported, installer), each run once.
         self._pending: list[tuple[tuple[str, ...], Callable[[Guard, Patches], None]]] = [
             (("aiohttp",), _aiohttp.install),
@@ -119,9 +119,14 @@ class Installation:
     def catch_up(self) -> None:
         """Patch the peers that have been imported since the last call."""
         modules = sys.modules
-        if not self._pending or len(modules) == self._modules_seen:
-            return  # before every test: nothing was imported since the last look
-        self._modules_seen = len(modules)
+        if not self._pending:
+            return
+        # Before every test: nothing imported since the last look when sys.modules has the same
+        # size and the same newest entry (an import and a removal that cancel out change that).
+        seen = (len(modules), next(reversed(modules), None))
+        if seen == self._modules_seen:
+            return
+        self._modules_seen = seen
         for entry in list(self._pending):
             required, install = entry
             if all(name in modules for name in required):
