@@ -532,14 +532,13 @@ class OutboundPlugin:
         if self._suspended:
             self.guard.scope = self._suspended.pop()
 
-    # Each phase is entered by a plain hook (tryfirst: before the fixtures of setup run) and
-    # settled in ``pytest_runtest_makereport``, which pytest calls right after the phase with
-    # its outcome. A phase that must fail (a block the code swallowed, an unmet expectation)
-    # gets its ``call.excinfo`` replaced, as pytest's own unittest support does; the report is
-    # then built from it as if the phase had raised. Cheaper than a hook wrapper per phase.
+    # Each phase runs inside an outermost hook wrapper (tryfirst): the test's scope is set before
+    # any other plugin's or conftest's code of that phase runs, and the phase is settled when it
+    # has really ended. (Settling in pytest_runtest_makereport instead would be cheaper, but
+    # pytest calls that hook for every subtest too, in the middle of the call phase.)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
         context = self._contexts.pop(id(item), None)
         if context is None:
             try:
@@ -549,54 +548,59 @@ class OutboundPlugin:
         scope = Scope(item.nodeid, context)
         self._item, self._scope = item, scope
         self.installation.catch_up()
-        self._enter(scope, "setup")
+        self.installation.backstop.ensure()
+        return (yield from self._phase(item, scope, "setup"))
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> None:
-        if item is self._item and self._scope is not None:
-            self._enter(self._scope, "call")
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._phase(item, self._scope_for(item), "call"))
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
+        try:
+            return (yield from self._phase(item, self._scope_for(item), "teardown"))
+        finally:
+            self.guard.scope = None
+            self._item = self._scope = None
+            if self.children is not None:
+                self.children.update(None, self.guard.outside_phase)
+
+    def _scope_for(self, item: pytest.Item) -> Scope:
         scope = self._scope
         if item is not self._item or scope is None:  # its setup hook did not run (rare)
             scope = Scope(item.nodeid, Context(self.rules_for(item)))
             self._item, self._scope = item, scope
-        self._enter(scope, "teardown")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-        scope = self._scope
-        if item is not self._item or scope is None:
-            return  # a collect report, or a phase this plugin did not enter
-        try:
-            self._settle(item, scope, call)
-        finally:
-            if call.when == "teardown":
-                self.guard.scope = None
-                self._item = None
-                if self.children is not None:
-                    self.children.update(None, self.guard.outside_phase)
+        return scope
 
     def scope_of(self, item: Node) -> Scope | None:
         """The running test's scope (the ``outbound`` fixture's), if ``item`` is that test."""
         return self._scope if item is self._item and self._scope is not None else None
 
-    def _enter(self, scope: Scope, phase: str) -> None:
+    def _phase(
+        self, item: pytest.Item, scope: Scope, phase: str
+    ) -> Generator[None, object, object]:
         scope.phase = phase
         self.guard.scope = scope
         if self.children is not None:
             self.children.update(scope, phase)
+        try:
+            result = yield
+        except BaseException as exc:
+            self._settle(item, scope, phase, exc)
+            raise
+        self._settle(item, scope, phase, None)
+        return result
 
-    def _settle(self, item: pytest.Item, scope: Scope, call: pytest.CallInfo[None]) -> None:
+    def _settle(
+        self, item: pytest.Item, scope: Scope, phase: str, raised: BaseException | None
+    ) -> None:
         """After a phase: fail for blocked requests the code swallowed, and unmet expectations."""
         children = self._collect_children(scope) if self.children is not None else []
-        phase = call.when
         if not (scope.pending or children or (phase == "call" and id(item) in self._expects)):
             return  # the common case: nothing to add
         pending, scope.pending = scope.pending, []
-        if call.excinfo is not None:
-            surfaced = {id(e) for e in _exception_chain(call.excinfo.value)}
+        if raised is not None:
+            surfaced = {id(e) for e in _exception_chain(raised)}
             swallowed = [e for e in pending if id(e) not in surfaced]
             if swallowed:
                 item.add_report_section(phase, "outbound", _swallowed_text(swallowed))
@@ -611,10 +615,7 @@ class OutboundPlugin:
         if phase == "call":
             problems.extend(_unmet_expectations(self._expects.get(id(item), ()), scope))
         if problems:
-            try:
-                pytest.fail("\n\n".join(problems), pytrace=False)
-            except pytest.fail.Exception:
-                call.excinfo = pytest.ExceptionInfo.from_current()
+            pytest.fail("\n\n".join(problems), pytrace=False)
 
     def _collect_children(self, scope: Scope | None) -> list[OutboundRequest]:
         """Take in what child processes recorded; return this test's violations to fail it."""

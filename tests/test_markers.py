@@ -156,6 +156,68 @@ def test_outbound_expect(suite: pytest.Pytester) -> None:
     )
 
 
+# pytest calls pytest_runtest_makereport for every subtest, in the middle of the call phase:
+# expectations and swallowed blocks are settled when the whole call phase has ended, not there.
+SUBTESTS = {
+    "fixture": """
+        import pytest, requests, responses
+        from pytest_outbound import OutboundBlocked
+
+        @pytest.mark.outbound_expect("update-check")
+        @responses.activate
+        def test_expect_after_a_subtest(subtests, outbound):
+            responses.get("https://octopus.com/")
+            with subtests.test("prepare"):
+                pass
+            requests.get("https://octopus.com/")
+
+        def test_swallowed_before_a_subtest(subtests, outbound):
+            try:
+                requests.get("https://evil.example/")
+            except OutboundBlocked:
+                pass
+            with subtests.test("later"):
+                pass
+        """,
+    "unittest": """
+        import unittest, pytest, requests, responses
+        from pytest_outbound import OutboundBlocked
+
+        class T(unittest.TestCase):
+            @pytest.mark.outbound_expect("update-check")
+            @responses.activate
+            def test_expect_after_a_subtest(self):
+                responses.get("https://octopus.com/")
+                with self.subTest("prepare"):
+                    pass
+                requests.get("https://octopus.com/")
+
+            def test_swallowed_before_a_subtest(self):
+                try:
+                    requests.get("https://evil.example/")
+                except OutboundBlocked:
+                    pass
+                with self.subTest("later"):
+                    pass
+        """,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SUBTESTS))
+def test_subtests_do_not_settle_the_call_phase_early(suite: pytest.Pytester, kind: str) -> None:
+    if kind == "fixture" and not hasattr(pytest, "Subtests"):
+        pytest.skip("the subtests fixture is built into pytest from 9.0")
+    suite.makepyfile(SUBTESTS[kind])
+    result = suite.runpytest("-rA")
+    outcomes = result.parseoutcomes()
+    # The expectation is met by the end of the test; the swallowed block fails its test, once,
+    # and not the subtest that happened to come after it.
+    assert outcomes.get("failed") == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["FAILED *test_swallowed_before_a_subtest*"])
+    assert "outbound_expect" not in result.stdout.str()
+    assert "SUBFAILED" not in result.stdout.str()
+
+
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
