@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pytest_outbound._contract import breach_reason, check_payload, format_contract_diff
 from pytest_outbound._errors import PolicyError
 from pytest_outbound._fields import compile_path_template
 from pytest_outbound._hosts import (
@@ -188,6 +187,13 @@ def decide(
     if dest is not None:
         request.templates = dest.paths
         if dest.payload is not None:
+            # imported here: a suite with no contract never loads the module (start-up cost)
+            from pytest_outbound._contract import (
+                breach_reason,
+                check_payload,
+                format_contract_diff,
+            )
+
             fields = request.field_values()
             breaches = check_payload(dest.payload, fields)
             if breaches:

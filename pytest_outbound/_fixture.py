@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pytest_outbound._contract import check_payload, format_contract_diff
 from pytest_outbound._decide import Entry, resolve_entry
 from pytest_outbound._errors import PolicyError
 from pytest_outbound._guard import Scope
@@ -86,6 +85,8 @@ class Outbound:
             raise AssertionError(
                 f"{entry!r} was not contacted in this test\n{self._contacted_text()}"
             )
+        from pytest_outbound._contract import check_payload, format_contract_diff
+
         problems = []
         for request in found:
             values = request.field_values()
