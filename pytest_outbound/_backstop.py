@@ -29,6 +29,7 @@ proxy. In offline mode nothing but local traffic may reach a socket at all.
 from __future__ import annotations
 
 import _socket
+import contextvars
 import ipaddress
 import socket
 import sys
@@ -48,27 +49,29 @@ class _Switch:
 
 
 _SWITCH = _Switch()
-_BUSY = threading.local()
-
-
-def _outermost() -> bool:
-    """Mark this thread as inside a patched call, unless it already is (then False).
-
-    Held for the whole call, original included: a patched function reached again beneath
-    (a nested session's patch over an outer one, pytest-socket's ``guarded_connect`` calling
-    the saved connect, which is ours) judges nothing a second time.
-    """
-    if getattr(_BUSY, "on", False):
-        return False
-    _BUSY.on = True
-    return True
+#: The patched call in progress in this context (thread, greenlet, asyncio task): a patched
+#: function reached again beneath it for the same event (a nested session's patch over an outer
+#: one, pytest-socket's ``guarded_connect`` calling the saved ``connect``, which is ours) judges
+#: nothing a second time. A different event beneath it (a signal handler's) is judged.
+_CALL: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar(
+    "outbound_backstop_call", default=None
+)
+#: Set while a backstop judges, so that nothing the judging does is judged in turn.
+_JUDGING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "outbound_backstop_judging", default=False
+)
 
 
 def _judge(event: str, *args: Any) -> None:
     __tracebackhide__ = True
     backstop = _SWITCH.backstop
-    if backstop is not None:
+    if backstop is None or _JUDGING.get():
+        return
+    token = _JUDGING.set(True)
+    try:
         backstop.on_event(event, args)
+    finally:
+        _JUDGING.reset(token)
 
 
 def _ours(value: object) -> bool:
@@ -90,14 +93,17 @@ def _patch_sockets(patches: Patches) -> None:
             patches.patch(owner, name, _mark(wrap(current)))
     # pytest-socket saved the originals when it was imported and calls or restores them:
     # let it hold ours instead (as requests-mock's saved ``Session.send`` is made ours).
+    # Wrapped as they are: they are the standard library's, whatever this process has patched
+    # into ``socket`` since (gevent's ``connect`` must not end up on the standard class).
     pytest_socket = sys.modules.get("pytest_socket")
     if pytest_socket is not None:
-        for saved, ours in (
-            ("_true_connect", cls.connect),
-            ("_true_gethostbyname", socket.gethostbyname),
+        for saved, wrap in (
+            ("_true_connect", _wrap_connect),
+            ("_true_gethostbyname", _wrap_gethostbyname),
         ):
-            if hasattr(pytest_socket, saved) and not _ours(getattr(pytest_socket, saved)):
-                patches.patch(pytest_socket, saved, ours)
+            original = getattr(pytest_socket, saved, None)
+            if original is not None and not _ours(original):
+                patches.patch(pytest_socket, saved, _mark(wrap(original)))
 
 
 def _mark(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,13 +114,15 @@ def _mark(function: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     def connect(self: socket.socket, address: Any) -> Any:
         __tracebackhide__ = True
-        if not _outermost():
+        key = ("socket.connect", id(self), address)
+        if _CALL.get() == key:
             return original(self, address)
+        token = _CALL.set(key)
         try:
             _judge("socket.connect", self, address)
             return original(self, address)
         finally:
-            _BUSY.on = False
+            _CALL.reset(token)
 
     return connect
 
@@ -122,14 +130,15 @@ def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_sendto(original: Callable[..., Any]) -> Callable[..., Any]:
     def sendto(self: socket.socket, *args: Any) -> Any:
         __tracebackhide__ = True  # sendto(data, address) or sendto(data, flags, address)
-        if not _outermost():
+        key = ("socket.sendto", id(self), args[-1] if len(args) >= 2 else None)
+        if len(args) < 2 or _CALL.get() == key:
             return original(self, *args)
+        token = _CALL.set(key)
         try:
-            if len(args) >= 2:
-                _judge("socket.sendto", self, args[-1])
+            _judge("socket.sendto", self, args[-1])
             return original(self, *args)
         finally:
-            _BUSY.on = False
+            _CALL.reset(token)
 
     return sendto
 
@@ -137,14 +146,17 @@ def _wrap_sendto(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_sendmsg(original: Callable[..., Any]) -> Callable[..., Any]:
     def sendmsg(self: socket.socket, *args: Any) -> Any:
         __tracebackhide__ = True  # sendmsg(buffers[, ancdata[, flags[, address]]])
-        if not _outermost():
+        if len(args) < 4 or args[3] is None:
             return original(self, *args)
+        key = ("socket.sendmsg", id(self), args[3])
+        if _CALL.get() == key:
+            return original(self, *args)
+        token = _CALL.set(key)
         try:
-            if len(args) >= 4 and args[3] is not None:
-                _judge("socket.sendmsg", self, args[3])
+            _judge("socket.sendmsg", self, args[3])
             return original(self, *args)
         finally:
-            _BUSY.on = False
+            _CALL.reset(token)
 
     return sendmsg
 
@@ -155,23 +167,21 @@ def _wrap_resolver(
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
-            if not _outermost():
+            key = (event, host)
+            if _CALL.get() == key:
                 return original(host, *args, **kwargs)
+            token = _CALL.set(key)
             try:
                 _judge(event, host)
                 result = original(host, *args, **kwargs)
                 _remember(host, addresses(result))
                 return result
             finally:
-                _BUSY.on = False
+                _CALL.reset(token)
 
         return resolve
 
     return wrap
-
-
-def _sockaddrs(result: list[tuple[Any, ...]]) -> list[str]:
-    return [str(entry[4][0]) for entry in result]
 
 
 #: ``connect_ex`` is judged as a connect; ``sendmsg`` does not exist on every platform.
@@ -181,6 +191,7 @@ _SOCKET_METHODS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] =
     "sendto": _wrap_sendto,
     "sendmsg": _wrap_sendmsg,
 }
+_wrap_gethostbyname = _wrap_resolver("socket.gethostbyname", lambda r: [r])
 # ``socket.getaddrinfo`` calls ``_socket.getaddrinfo``; wrapping the lower one survives tools
 # that swap and restore the upper one.
 _RESOLVERS: tuple[tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
@@ -189,7 +200,7 @@ _RESOLVERS: tuple[tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., A
         "getaddrinfo",
         _wrap_resolver("socket.getaddrinfo", lambda r: [str(e[4][0]) for e in r]),
     ),
-    (socket, "gethostbyname", _wrap_resolver("socket.gethostbyname", lambda r: [r])),
+    (socket, "gethostbyname", _wrap_gethostbyname),
     (socket, "gethostbyname_ex", _wrap_resolver("socket.gethostbyname", lambda r: list(r[2]))),
 )
 

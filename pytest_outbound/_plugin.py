@@ -532,10 +532,11 @@ class OutboundPlugin:
         if self._suspended:
             self.guard.scope = self._suspended.pop()
 
-    # Each phase runs inside an outermost hook wrapper (tryfirst): the test's scope is set before
-    # any other plugin's or conftest's code of that phase runs, and the phase is settled when it
-    # has really ended. (Settling in pytest_runtest_makereport instead would be cheaper, but
-    # pytest calls that hook for every subtest too, in the middle of the call phase.)
+    # Each phase runs inside a tryfirst hook wrapper: the test's scope is set before the code of
+    # that phase of every plugin registered before this one (and of the conftests loaded at
+    # start-up) runs, and the phase is settled when it has really ended. (Settling in
+    # pytest_runtest_makereport instead would be cheaper, but pytest calls that hook for every
+    # subtest too, in the middle of the call phase.)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:

@@ -255,6 +255,46 @@ def test_pytest_socket_does_not_unhook_the_connect_backstop_after_a_test(
     result.stdout.fnmatch_lines(["mode: enforce; 3 outbound request(s), 3 violation(s)"])
 
 
+def test_pytest_socket_with_a_socket_class_swapped_before_the_session(
+    suite: pytest.Pytester,
+) -> None:
+    """gevent's monkey-patching swaps ``socket.socket`` for its own class before the plugin
+    configures. pytest-socket puts the standard class and its saved standard ``connect`` back
+    after every test: what it holds must stay the standard ``connect`` (wrapped), never the
+    swapped class's, which the standard class cannot run."""
+    suite.makeconftest(
+        """
+        import socket
+
+        _standard = socket.socket
+
+        class Green(_standard):
+            __slots__ = ()
+            def connect(self, address):
+                assert isinstance(self, Green), "a Green connect on a standard socket"
+                return _standard.connect(self, address)
+
+        socket.socket = Green
+        """
+    )
+    suite.makepyfile(
+        """
+        import socket, pytest
+
+        @pytest.mark.parametrize("attempt", [1, 2, 3])
+        def test_connect(attempt):
+            server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.connect(server.getsockname())
+            client.close()
+            server.close()
+        """
+    )
+    suite.runpytest("-p", "no:randomly").assert_outcomes(passed=3)
+
+
 def test_pytest_socket_does_not_unhook_the_gethostbyname_backstop(suite: pytest.Pytester) -> None:
     suite.makepyfile(
         """
