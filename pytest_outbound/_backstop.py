@@ -111,54 +111,32 @@ def _mark(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
-    def connect(self: socket.socket, address: Any) -> Any:
-        __tracebackhide__ = True
-        key = ("socket.connect", id(self), address)
-        if _CALL.get() == key:
-            return original(self, address)
-        token = _CALL.set(key)
-        try:
-            _judge("socket.connect", self, address)
-            return original(self, address)
-        finally:
-            _CALL.reset(token)
+def _wrap_method(
+    event: str, address_of: Callable[[tuple[Any, ...]], Any]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A socket method that hands ``event`` to the backstop before the original runs, when
+    ``address_of(args)`` finds an address in its arguments (None: nothing to judge)."""
 
-    return connect
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def method(self: socket.socket, *args: Any) -> Any:
+            __tracebackhide__ = True
+            address = address_of(args)
+            key = (event, id(self), address)
+            if address is None or _CALL.get() == key:
+                return original(self, *args)
+            token = _CALL.set(key)
+            try:
+                _judge(event, self, address)
+                return original(self, *args)
+            finally:
+                _CALL.reset(token)
 
+        return method
 
-def _wrap_sendto(original: Callable[..., Any]) -> Callable[..., Any]:
-    def sendto(self: socket.socket, *args: Any) -> Any:
-        __tracebackhide__ = True  # sendto(data, address) or sendto(data, flags, address)
-        key = ("socket.sendto", id(self), args[-1] if len(args) >= 2 else None)
-        if len(args) < 2 or _CALL.get() == key:
-            return original(self, *args)
-        token = _CALL.set(key)
-        try:
-            _judge("socket.sendto", self, args[-1])
-            return original(self, *args)
-        finally:
-            _CALL.reset(token)
-
-    return sendto
+    return wrap
 
 
-def _wrap_sendmsg(original: Callable[..., Any]) -> Callable[..., Any]:
-    def sendmsg(self: socket.socket, *args: Any) -> Any:
-        __tracebackhide__ = True  # sendmsg(buffers[, ancdata[, flags[, address]]])
-        if len(args) < 4 or args[3] is None:
-            return original(self, *args)
-        key = ("socket.sendmsg", id(self), args[3])
-        if _CALL.get() == key:
-            return original(self, *args)
-        token = _CALL.set(key)
-        try:
-            _judge("socket.sendmsg", self, args[3])
-            return original(self, *args)
-        finally:
-            _CALL.reset(token)
-
-    return sendmsg
+_wrap_connect = _wrap_method("socket.connect", lambda args: args[0] if args else None)
 
 
 def _wrap_resolver(
@@ -188,8 +166,10 @@ def _wrap_resolver(
 _SOCKET_METHODS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "connect": _wrap_connect,
     "connect_ex": _wrap_connect,
-    "sendto": _wrap_sendto,
-    "sendmsg": _wrap_sendmsg,
+    # sendto(data, address) or sendto(data, flags, address)
+    "sendto": _wrap_method("socket.sendto", lambda args: args[-1] if len(args) >= 2 else None),
+    # sendmsg(buffers[, ancdata[, flags[, address]]])
+    "sendmsg": _wrap_method("socket.sendmsg", lambda args: args[3] if len(args) >= 4 else None),
 }
 _wrap_gethostbyname = _wrap_resolver("socket.gethostbyname", lambda r: [r])
 # ``socket.getaddrinfo`` calls ``_socket.getaddrinfo``; wrapping the lower one survives tools
