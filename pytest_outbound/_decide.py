@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pytest_outbound._errors import PolicyError
-from pytest_outbound._fields import compile_path_template
+from pytest_outbound._fields import Fields, compile_path_template
 from pytest_outbound._hosts import (
     HostError,
     HostPattern,
@@ -129,6 +129,10 @@ class Context:
     _verdicts: dict[tuple[object, ...], tuple[Peer, Verdict]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    #: ``decide``'s judgements of HTTP requests, by their content (``_content_key``).
+    _judgements: dict[tuple[object, ...], _Judgement] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         permitted: list[Entry] = list(self.allow_entries)
@@ -176,14 +180,83 @@ def decide(
     against ``history``: when each destination was last contacted, by the application's clock).
     Pure: the same inputs give the same verdict.
     """
+    if request.offline or request.resolved_names:  # the socket backstop's, judged as they come
+        return _with_interval(_judge_content(request, context), request, history)
+    key = _content_key(request)
+    if key is None:
+        return _with_interval(_judge_content(request, context), request, history)
+    judgements = context._judgements
+    known = judgements.get(key)
+    if known is None:
+        known = _judge_content(request, context)
+        if len(judgements) >= _JUDGEMENTS_LIMIT:
+            judgements.clear()
+        judgements[key] = known
+    else:
+        # what judging it afresh would have left on the record
+        if known.dest is not None:
+            request.templates = known.dest.paths
+        if known.fields is not None and request._fields is None:
+            request._fields = known.fields
+    return _with_interval(known, request, history)
+
+
+@dataclass(frozen=True, slots=True)
+class _Judgement:
+    """What a request's content earns it in one context: everything but ``min_interval``,
+    which depends on when the destination was last contacted."""
+
+    verdict: Verdict
+    dest: Destination | None
+    #: The fields the payload contract was checked against (None: no contract).
+    fields: Fields | None
+    #: Where ``min_interval``'s reason goes among the reasons: after the destination's and the
+    #: payload's, before the sensitive values'.
+    split: int
+    split_detail: int
+
+
+#: Judgements kept per context (``decide``); more distinct requests start the memo afresh.
+_JUDGEMENTS_LIMIT = 4096
+#: Requests with bodies up to this size are remembered (a larger one is seldom sent twice).
+_JUDGEMENT_BODY_SIZE = 4096
+_JUDGEMENT_URL_SIZE = 2048
+
+
+def _content_key(request: OutboundRequest) -> tuple[object, ...] | None:
+    """Everything ``_judge_content`` reads of an HTTP request, or None when it is not kept.
+
+    The record's scheme, host, port, path, query and peer are all made from its URL alone
+    (``build_request``), so the URL stands for them; the headers and the whole body are what
+    the payload contract and the sensitive scan read. Socket and DNS records are not kept:
+    their peer comes from an address, not from the URL."""
+    client = request.client
+    if client in (SOCKET, DNS):
+        return None
+    url = request.url
+    body = request.full_body
+    if (
+        url.__class__ is not str
+        or len(url) > _JUDGEMENT_URL_SIZE
+        or body.__class__ is not bytes
+        or len(body) > _JUDGEMENT_BODY_SIZE
+        or request.templates
+    ):
+        return None
+    return (client, request.method, url, tuple(request.headers.items()), body)
+
+
+def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
+    """Where the request goes and what it carries (``decide`` without ``min_interval``)."""
     verdict = _destination(request, context)
     if not verdict.allowed and request.resolved_names:
         verdict = _judge_by_resolved_name(request, context, verdict)
     if request.offline:
-        return _offline(request, verdict)
+        return _Judgement(_offline(request, verdict), None, None, 0, 0)
     dest = context.rules.by_name.get(verdict.destination) if verdict.destination else None
     reasons: list[str] = []
     detail: list[str] = []
+    fields: Fields | None = None
     if dest is not None:
         request.templates = dest.paths
         if dest.payload is not None:
@@ -199,14 +272,7 @@ def decide(
             if breaches:
                 reasons.extend(breach_reason(b) for b in breaches)
                 detail.append(format_contract_diff(dest.payload, fields, breaches, name=dest.name))
-        interval = dest.min_interval_seconds
-        last = history.get(dest.name) if history and interval else None
-        if interval and last is not None and request.time - last < interval:
-            reasons.append("interval")
-            detail.append(
-                f"destination {dest.name!r} was contacted {_ago(request.time - last)} ago;"
-                f" its min_interval is {dest.min_interval}"
-            )
+    split, split_detail = len(verdict.reasons) + len(reasons), len(verdict.detail) + len(detail)
     scanner = context.rules.scanner
     if scanner is not None:
         for hit in scanner.scan(
@@ -217,13 +283,42 @@ def decide(
                 f"carries this machine's {hit.kind} ({hit.redacted}) in {hit.where}"
                 f"{'' if hit.encoding == 'raw' else f' ({hit.encoding})'}; it must never leave"
             )
-    if not reasons:
-        return verdict
+    if reasons:
+        verdict = Verdict(
+            False,
+            verdict.destination,
+            verdict.reasons + tuple(reasons),
+            verdict.detail + tuple(detail),
+            verdict.closest,
+        )
+    return _Judgement(verdict, dest, fields, split, split_detail)
+
+
+def _with_interval(
+    known: _Judgement, request: OutboundRequest, history: Mapping[str, float] | None
+) -> Verdict:
+    """``known``'s verdict, and ``min_interval``'s reason if the destination was contacted too
+    recently (by ``history``, at ``request.time``)."""
+    dest = known.dest
+    if dest is None or not history:
+        return known.verdict
+    interval = dest.min_interval_seconds
+    if not interval:
+        return known.verdict
+    last = history.get(dest.name)
+    if last is None or request.time - last >= interval:
+        return known.verdict
+    verdict = known.verdict
+    reasons, detail = verdict.reasons, verdict.detail
+    text = (
+        f"destination {dest.name!r} was contacted {_ago(request.time - last)} ago;"
+        f" its min_interval is {dest.min_interval}"
+    )
     return Verdict(
         False,
         verdict.destination,
-        verdict.reasons + tuple(reasons),
-        verdict.detail + tuple(detail),
+        (*reasons[: known.split], "interval", *reasons[known.split :]),
+        (*detail[: known.split_detail], text, *detail[known.split_detail :]),
         verdict.closest,
     )
 

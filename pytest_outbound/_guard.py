@@ -129,9 +129,10 @@ class Guard:
         self._on_violation = on_violation
         self._lock = threading.Lock()
         self._relpaths: dict[str, str] = {}
-        #: code object -> whether it belongs to a library (so frames are classified once).
-        self._library_code: dict[CodeType, bool] = {}
-        self._locations: dict[tuple[CodeType, int], str] = {}
+        #: id(code object) -> (it, whether it belongs to a library): frames classified once.
+        self._library_code: dict[int, tuple[CodeType, bool]] = {}
+        #: (id(code object), line) -> "path:line"; the code objects are kept alive above.
+        self._locations: dict[tuple[int, int], str] = {}
 
     def write_records_to(self, on_request: Callable[[OutboundRequest], object]) -> None:
         """In a child process: hand every record to ``on_request`` (there are no pytest hooks)."""
@@ -243,17 +244,20 @@ class Guard:
     def _location(self, skip: int = 0) -> str:
         """``path:line`` of the first frame, from ``observe``'s caller up (past ``skip`` more),
         that is not library code. Frames are looked at one by one (each ``f_back`` makes a
-        frame object); ``sys._getframe`` jumps over the skipped ones without making theirs."""
+        frame object); ``sys._getframe`` jumps over the skipped ones without making theirs.
+
+        Code objects are remembered by ``id``: hashing one hashes its bytecode and constants
+        every time. Each entry keeps its code object alive, so that the id is not reused."""
         frame = sys._getframe(2 + skip)
         library = self._library_code
         while frame is not None:
             code = frame.f_code
-            is_library = library.get(code)
-            if is_library is None:
+            known = library.get(id(code))
+            if known is None or known[0] is not code:
                 module = frame.f_globals.get("__name__", "")
-                is_library = library[code] = module.partition(".")[0] in _LIBRARY_PACKAGES
-            if not is_library:
-                key = (code, frame.f_lineno)
+                known = library[id(code)] = (code, module.partition(".")[0] in _LIBRARY_PACKAGES)
+            if not known[1]:
+                key = (id(code), frame.f_lineno)
                 location = self._locations.get(key)
                 if location is None:  # one string per call site, shared by its requests
                     location = self._locations[key] = (

@@ -372,3 +372,104 @@ def test_records_share_repeated_strings() -> None:
         }
     )
     assert first.headers is not second.headers
+
+
+def _contract_context() -> Context:
+    from pytest_outbound._policy import Payload
+
+    policy = Policy(
+        (
+            Destination(
+                name="update-check",
+                hosts=("octopus.com",),
+                methods=("POST",),
+                paths=("/api/{version}/check",),
+                min_interval="8h",
+                payload=Payload(
+                    fields=("version", "installationId"),
+                    required=("installationId",),
+                    match={"installationId": "uuid"},
+                ),
+            ),
+        )
+    )
+    scanner = SensitiveScanner([SensitiveValue("hostname", "build-host-7")])
+    return Context(Rules(policy, scanner))
+
+
+UUID = "6f1c2b9e-3a4d-4e5f-8a7b-1c2d3e4f5a6b"
+
+
+def test_remembered_judgements_depend_on_every_part_of_the_request() -> None:
+    """``decide`` remembers what an HTTP request's content earned it, by method, URL, headers,
+    body and client: a change in any of them is judged afresh."""
+    context = _contract_context()
+    url = "https://octopus.com/api/2024.1/check"
+    good = f'{{"installationId": "{UUID}"}}'.encode()
+
+    def judged(
+        body: bytes = good,
+        *,
+        method: str = "POST",
+        target: str = url,
+        headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),),
+        client: str = "requests",
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        record = build_request(method, target, headers=headers, body=body, client=client)
+        verdict = decide(record, context)
+        return verdict.reasons, record.fields
+
+    for _ in range(2):  # the second time from the memo
+        assert judged() == ((), ("version", "installationId"))
+        assert judged(b'{"installationId": "x"}')[0] == ("payload:malformed:installationId",)
+        assert judged(good[:-1] + b', "hostname": "h"}')[0] == ("payload:extra:hostname",)
+        assert judged(b"{}")[0] == ("payload:missing:installationId",)
+        assert judged(method="GET")[0] == ("method",)
+        assert judged(target="https://octopus.com/api/2024.1/other")[0] == ("path",)
+        assert judged(target=url + "?h=build-host-7")[0] == (
+            "payload:extra:h",
+            "sensitive:hostname",
+        )
+        assert judged(headers=(("X-Host", "build-host-7"),))[0] == (
+            "payload:extra:header:x-host",
+            "sensitive:hostname",
+        )
+        assert judged(headers=(("Content-Type", "text/plain"),))[0] == ()  # JSON by its look
+        assert judged(client="httpx") == ((), ("version", "installationId"))
+
+
+def test_min_interval_is_checked_on_every_remembered_judgement() -> None:
+    """The memo keeps everything but ``min_interval``, which depends on the time and on when
+    the destination was last contacted; its reason keeps its place among the others."""
+    context = _contract_context()
+    url = "https://octopus.com/api/2024.1/check?h=build-host-7"
+
+    def reasons(now: float, last: float | None) -> tuple[str, ...]:
+        record = build_request(
+            "POST", url, body=f'{{"installationId": "{UUID}"}}'.encode(), client="requests"
+        )
+        record.time = now
+        history = {} if last is None else {"update-check": last}
+        return decide(record, context, history=history).reasons
+
+    for _ in range(2):
+        assert reasons(10_000.0, None) == ("payload:extra:h", "sensitive:hostname")
+        assert reasons(10_000.0, 9_000.0) == (
+            "payload:extra:h",
+            "interval",
+            "sensitive:hostname",
+        )
+        assert reasons(40_000.0, 9_000.0) == ("payload:extra:h", "sensitive:hostname")
+
+
+def test_remembered_judgements_are_kept_per_context_and_not_for_sockets() -> None:
+    context = _contract_context()
+    record = build_request("POST", "https://octopus.com/api/1/check", client="requests")
+    assert decide(record, context).reasons == ("payload:missing:installationId",)
+    narrowed = Context(context.rules, restriction="none")
+    again = build_request("POST", "https://octopus.com/api/1/check", client="requests")
+    assert decide(again, narrowed).reasons == ("outbound_none", "payload:missing:installationId")
+    assert len(context._judgements) == len(narrowed._judgements) == 1
+    socket_record = build_request("POST", "https://octopus.com/api/1/check", client="socket")
+    decide(socket_record, context)
+    assert len(context._judgements) == 1
