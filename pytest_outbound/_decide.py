@@ -201,19 +201,29 @@ def decide(
     return _with_interval(known, request, history)
 
 
-@dataclass(frozen=True, slots=True)
 class _Judgement:
     """What a request's content earns it in one context: everything but ``min_interval``,
-    which depends on when the destination was last contacted."""
+    which depends on when the destination was last contacted. (A plain class: defining a
+    dataclass costs every pytest start-up a third of a millisecond.)"""
 
-    verdict: Verdict
-    dest: Destination | None
-    #: The fields the payload contract was checked against (None: no contract).
-    fields: Fields | None
-    #: Where ``min_interval``'s reason goes among the reasons: after the destination's and the
-    #: payload's, before the sensitive values'.
-    split: int
-    split_detail: int
+    __slots__ = ("dest", "fields", "split", "split_detail", "verdict")
+
+    def __init__(
+        self,
+        verdict: Verdict,
+        dest: Destination | None,
+        fields: Fields | None,
+        split: int,
+        split_detail: int,
+    ) -> None:
+        self.verdict = verdict
+        self.dest = dest
+        #: The fields the payload contract was checked against (None: no contract).
+        self.fields = fields
+        #: Where ``min_interval``'s reason goes among the reasons and details: after the
+        #: destination's and the payload's, before the sensitive values'.
+        self.split = split
+        self.split_detail = split_detail
 
 
 #: Judgements kept per context (``decide``); more distinct requests start the memo afresh.

@@ -21,7 +21,7 @@ from pytest_outbound._decide import DNS, SOCKET, Context, decide
 from pytest_outbound._errors import OutboundBlocked
 from pytest_outbound._hosts import is_local
 from pytest_outbound._messages import blocked_message
-from pytest_outbound._record import OutboundRequest
+from pytest_outbound._record import VIOLATION, OutboundRequest
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
@@ -64,15 +64,6 @@ _LIBRARY_PACKAGES = frozenset(
         "charset_normalizer",
     }
 ) | (frozenset(sys.stdlib_module_names) - {"test"})  # user suites are often named "test"
-
-
-def _is_local_traffic(request: OutboundRequest) -> bool:
-    """Loopback connections are local (SPEC §3); so is looking up "localhost" itself. A lookup
-    of a name below it ("x.localhost") may reach the configured nameserver: it is judged."""
-    peer = request.peer
-    if peer is None or not is_local(peer):
-        return False
-    return request.client != DNS or peer.host == "localhost"
 
 
 @dataclass
@@ -152,7 +143,14 @@ class Guard:
         """
         __tracebackhide__ = True
         peer = request.peer
-        if peer is not None and not self.local_enforce and _is_local_traffic(request):
+        # Loopback connections are local (SPEC §3), and so is looking up "localhost" itself; a
+        # lookup of a name below it ("x.localhost") may reach the configured nameserver.
+        if (
+            peer is not None
+            and not self.local_enforce
+            and is_local(peer)
+            and (request.client != DNS or peer.host == "localhost")
+        ):
             return False
         # ``_attribution``, inline: this runs for every request
         scope = self.scope
@@ -181,8 +179,10 @@ class Guard:
                 else:
                     ports.add(request.port)
         request.destination = verdict.destination
-        request.verdict = "allowed" if verdict.allowed else "violation"
-        request.reasons = list(verdict.reasons) if verdict.reasons else []
+        if not verdict.allowed:  # the record was made allowed, with no reasons
+            request.verdict = VIOLATION
+        if verdict.reasons:
+            request.reasons = list(verdict.reasons)
         if scope is not None:
             request.nodeid = scope.nodeid
             request.phase = "session" if late else scope.phase
