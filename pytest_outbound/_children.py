@@ -131,7 +131,7 @@ class ChildGuards:
 
     def _in_forked_child(self) -> None:
         if self.guard.active:
-            self.guard.write_records_to(record_writer(self.reports))
+            self.guard.listen(on_request=record_writer(self.reports), on_violation=None)
 
 
 def record_writer(reports: Path) -> Any:

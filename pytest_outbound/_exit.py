@@ -58,7 +58,7 @@ def _begin() -> None:
     guard.scope = None
     guard.outside_phase = "session"
     guard.active = True
-    guard.write_records_to(_report_one)
+    guard.listen(on_request=_report_one, on_violation=None)
     _WATCH.patches = Patches()
     _WATCH.backstop = Backstop(guard)
     _WATCH.backstop.install(_WATCH.patches)

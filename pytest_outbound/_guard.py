@@ -125,10 +125,18 @@ class Guard:
         #: (id(code object), line) -> "path:line"; the code objects are kept alive above.
         self._locations: dict[tuple[int, int], str] = {}
 
-    def write_records_to(self, on_request: Callable[[OutboundRequest], object]) -> None:
-        """In a child process: hand every record to ``on_request`` (there are no pytest hooks)."""
+    def listen(
+        self,
+        *,
+        on_request: Callable[[OutboundRequest], object] | None,
+        on_violation: Callable[[OutboundRequest], object] | None,
+    ) -> None:
+        """Call ``on_request`` with every record and ``on_violation`` with each violation
+        (``None``: call nothing). The plugin passes pytest's hooks only while some plugin or
+        conftest implements them; in a child process there are no hooks, and
+        ``on_request`` writes the records to the parent."""
         self._on_request = on_request
-        self._on_violation = None
+        self._on_violation = on_violation
 
     @property
     def enforcing(self) -> bool:

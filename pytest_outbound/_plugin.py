@@ -345,8 +345,6 @@ class OutboundPlugin:
             rootpath=config.rootpath,
             local_enforce=local == "enforce",
             body_limit=_int_ini(config, "outbound_body_limit", "65536"),
-            on_request=self._on_request,
-            on_violation=self._on_violation,
         )
         self.guard.offline = bool(
             config.getoption("outbound_offline") or config.getini("outbound_offline")
@@ -367,10 +365,6 @@ class OutboundPlugin:
         self.finished = False
         self._suspended: list[Scope | None] = []
         self._default_contexts: dict[int, Context] = {}
-        #: Whether anything implements pytest_outbound_request / _violation (kept current by
-        #: pytest_plugin_registered, which pytest replays for earlier plugins when this one
-        #: registers).
-        self._hooked_request = self._hooked_violation = False
         #: Each collected item's context, by id(item), until its setup takes it.
         self._contexts: dict[int, Context] = {}
         #: outbound_expect markers of the items that carry any, by id(item).
@@ -390,18 +384,22 @@ class OutboundPlugin:
             self.children.close()
 
     def _on_request(self, request: OutboundRequest) -> None:
-        if self._hooked_request:  # most suites implement neither hook: skip the call
-            self.config.hook.pytest_outbound_request(request=request)
+        self.config.hook.pytest_outbound_request(request=request)
 
     def _on_violation(self, request: OutboundRequest) -> None:
-        if self._hooked_violation:
-            self.config.hook.pytest_outbound_violation(request=request)
+        self.config.hook.pytest_outbound_violation(request=request)
 
     def pytest_plugin_registered(self) -> None:
-        """A conftest or plugin registered (now or later): does anyone implement our hooks?"""
+        """A conftest or plugin registered (now or later): does anyone implement our hooks?
+        The guard calls them only then: most suites implement neither, and every request
+        would pay for the call."""
         hook = self.config.hook
-        self._hooked_request = bool(hook.pytest_outbound_request.get_hookimpls())
-        self._hooked_violation = bool(hook.pytest_outbound_violation.get_hookimpls())
+        self.guard.listen(
+            on_request=self._on_request if hook.pytest_outbound_request.get_hookimpls() else None,
+            on_violation=(
+                self._on_violation if hook.pytest_outbound_violation.get_hookimpls() else None
+            ),
+        )
 
     # -- per-directory and per-test policy -------------------------------------------------
 
