@@ -20,6 +20,7 @@ test: $(STAMP)  ## lint, format check, mypy strict, and the whole test suite
 	$(BIN)/python -m pytest -n 2
 
 bench: $(STAMP)  ## the benchmarks (run by hand; results in benchmarks/RESULTS.md)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/run.py
 
 $(STAMP): pyproject.toml

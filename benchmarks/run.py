@@ -71,7 +71,13 @@ JSON (and with ``--markdown PATH`` as Markdown tables):
   loop; pytest_outbound functions by cumulative and self time per request, and the library
   functions they call. cProfile inflates many small calls: the time spent inside the plugin
   under cProfile is divided by the overhead the benchmark measured without it, and every
-  function's "est. us" is its cumulative time over that factor.
+  function's "est. us" is its cumulative time over that factor. Then, when py-spy is
+  installed (``make bench`` installs it), the same test sampled by py-spy (``--nonblocking``,
+  1,000 samples a second, 10 times the requests for enough samples): a sampling profiler does
+  not inflate small calls, so each sample inside the plugin (its innermost pytest_outbound
+  frame, unless a wrapped original runs below it) is a share of the loop's time, reported per
+  source line as that share of the time per request the benchmark measured without a
+  profiler.
 - suite: the whole pytest process under cProfile (per test; start-up functions show their
   total), and ``-X importtime`` of a 1-test run: the packages imported only with the plugin on.
 - memory: tracemalloc over 1,000 requests, plugin on and off: extra live bytes per request
@@ -102,6 +108,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -550,7 +557,9 @@ def run_child(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 
     return Child(wall, usage.ru_maxrss / 1024, proc.returncode, text)
 
 
-def pytest_args(variant: str, root: Path, target: list[str], extra: list[str] = ()) -> list[str]:
+def pytest_args(
+    variant: str, root: Path, target: list[str], extra: Sequence[str] = ()
+) -> list[str]:
     base = [PY, "-m", "pytest", "-p", "no:cacheprovider", "-q", *target]
     # One token, "--outbound-policy=PATH": given as two, pytest takes the path for a test
     # argument when it looks for the directories to start collecting from, and the suite gets
@@ -620,7 +629,7 @@ def interleaved(
     return runs
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
@@ -1363,6 +1372,128 @@ def profile_test(
     return summarise_profile(path, n, measured_us=measured_us)
 
 
+#: The originals the interceptors wrap, as py-spy names their frames: time below them is the
+#: client's (or the mock's), not the plugin's, even though a plugin frame is above.
+WRAPPED_ORIGINALS = (
+    "Session.send (requests/sessions.py",
+    "Session.request (requests/sessions.py",
+    "Client._send_single_request (httpx/_client.py",
+    "BaseClient.build_request (httpx/_client.py",
+    "Client._transport_for_url (httpx/_client.py",
+)
+SAMPLE_RATE = 1000
+
+
+def py_spy() -> str | None:
+    found = shutil.which("py-spy")
+    beside = Path(PY).parent / "py-spy"
+    return found or (str(beside) if beside.exists() else None)
+
+
+def sample_test(
+    root: Path, test: str, variant: str, n: int, measured_us: float | None = None
+) -> dict[str, Any]:
+    """The plugin-on test under py-spy: the plugin's share of the loop, by source line.
+
+    Shares become us/request against ``measured_us`` (the plugin-on time per request measured
+    without a profiler) when given: sampling slows the process a little, and evenly."""
+    spy = py_spy()
+    if spy is None:
+        return {"skipped": "py-spy is not installed (make bench installs it)"}
+    samples = root / f"samples-{test}.txt"
+    inner = root / f"inner-samples-{test}.json"
+    env = child_env(BENCH_N=str(n), BENCH_WARMUP="50", BENCH_OUT=str(inner))
+    args = [
+        spy,
+        "record",
+        "--rate",
+        str(SAMPLE_RATE),
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        str(samples),
+        "--",
+        *pytest_args(variant, root, [f"test_http.py::{test}"]),
+    ]
+    child = run_child(args, root / "http", env)
+    if child.returncode != 0 or not samples.exists() or not inner.exists():
+        return {"skipped": f"py-spy failed (exit {child.returncode}): {child.output[-500:]}"}
+    sampled_us = json.loads(inner.read_text())["elapsed"] / n * 1e6
+    per_request_us = measured_us if measured_us is not None else sampled_us
+    total = ours = 0
+    by_line: dict[str, int] = {}
+    for line in samples.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = stack.split(";")
+        if not any(f.startswith("_timed ") for f in frames):
+            continue  # outside the test's loop
+        count = int(count_text)
+        total += count
+        plugin = [i for i, f in enumerate(frames) if "pytest_outbound/" in f]
+        if not plugin:
+            continue
+        below = frames[plugin[-1] + 1 :]
+        if any(original in f for f in below for original in WRAPPED_ORIGINALS):
+            continue
+        ours += count
+        name, _, where = frames[plugin[-1]].rpartition(" (")
+        site = "pytest_outbound/" + where.rstrip(")").split("pytest_outbound/", 1)[1]
+        key = f"{site} {name}"
+        by_line[key] = by_line.get(key, 0) + count
+    if not total:
+        return {"skipped": "py-spy took no sample in the test's loop"}
+    lines = [
+        {
+            "site": key.split(" ", 1)[0],
+            "function": key.split(" ", 1)[1],
+            "share": count / total,
+            "us": count / total * per_request_us,
+            "source": _source_line(key.split(" ", 1)[0]),
+        }
+        for key, count in sorted(by_line.items(), key=lambda item: -item[1])
+    ]
+    return {
+        "n": n,
+        "rate": SAMPLE_RATE,
+        "samples_in_loop": total,
+        "plugin_share": ours / total,
+        "per_request_us": per_request_us,
+        "sampled_per_request_us": sampled_us,
+        "plugin_us": ours / total * per_request_us,
+        "lines": lines,
+    }
+
+
+def print_samples(title: str, summary: dict[str, Any], top: int = 15) -> str:
+    if "skipped" in summary:
+        text = f"### {title} (py-spy)\n\nskipped: {summary['skipped']}\n"
+        print(text)
+        return text
+    lines = [
+        f"### {title} (py-spy)",
+        "",
+        f"py-spy, {summary['rate']:,} samples a second, n = {summary['n']:,}:"
+        f" {summary['samples_in_loop']:,} samples in the loop; {summary['per_request_us']:.1f}"
+        f" us/request measured without a profiler ({summary['sampled_per_request_us']:.1f}"
+        " while sampled); the plugin's own code (its innermost frame, no wrapped original below it)"
+        f" is {100 * summary['plugin_share']:.1f}% of them, {summary['plugin_us']:.1f}"
+        " us/request. Below, each line's time includes the library calls it makes.",
+        "",
+        "| line | function | share | us/request | source |",
+        "|---|---|---|---|---|",
+    ]
+    for row in summary["lines"][:top]:
+        lines.append(
+            f"| `{row['site']}` | `{row['function']}` | {100 * row['share']:.2f}% |"
+            f" {row['us']:.2f} | `{row['source']}` |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    print()
+    return text
+
+
 CLIENTS = ("requests", "responses", "httpx", "respx", "urllib3", "httpcore", "aiohttp")
 CLIENT_SITE = "(allocated by the client or mock inside a wrapped call)"
 
@@ -1651,13 +1782,13 @@ def main(argv: list[str] | None = None) -> int:
         profile_text: list[str] = []
         if options.profile:
             missed = {r.case for r in rows if r.passed is False}
-            tests = {
+            http_tests = {
                 name: [(test, variant) for test, _ in pairs]
                 for name, (pairs, _, variant) in HTTP_CASES.items()
             }
             for case in [c for c in chosen if c in missed]:
-                if case in tests:
-                    for test, variant in tests[case]:
+                if case in http_tests:
+                    for test, variant in http_tests[case]:
                         print(f"[profile {case}: {test}]", flush=True)
                         measured = next(
                             (
@@ -1670,6 +1801,19 @@ def main(argv: list[str] | None = None) -> int:
                         summary = profile_test(root, test, variant, s.n, measured)
                         profiles[f"{case}:{test}"] = summary
                         profile_text.append(print_profile(f"{case}: {test}", summary))
+                        if case != "socket":
+                            print(f"[py-spy {case}: {test}]", flush=True)
+                            on_us = next(
+                                (
+                                    r.details["median_on_s"] / r.details["n"] * 1e6
+                                    for r in rows
+                                    if r.details.get("test") == test
+                                ),
+                                None,
+                            )
+                            sampled = sample_test(root, test, variant, s.n * 10, on_us)
+                            profiles[f"{case}:{test}:py-spy"] = sampled
+                            profile_text.append(print_samples(f"{case}: {test}", sampled))
                 elif case == "memory":
                     print("[profile memory]", flush=True)
                     profiles["memory"], text = profile_memory(root, s)
