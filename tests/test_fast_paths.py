@@ -473,3 +473,22 @@ def test_remembered_judgements_are_kept_per_context_and_not_for_sockets() -> Non
     socket_record = build_request("POST", "https://octopus.com/api/1/check", client="socket")
     decide(socket_record, context)
     assert len(context._judgements) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Host", "octopus.com"), ("Accept", "*/*"), ("X-Trace", "a"), ("x-trace", "b")],
+        [("X-Name", "Jöhn".encode())],  # UTF-8: httpx decodes every header as UTF-8
+        [("X-Name", "Jöhn".encode("latin-1")), ("X-Plain", "a")],  # not UTF-8: ISO-8859-1
+        [("X-Empty", "")],
+        [],
+    ],
+)
+def test_httpx_headers_read_as_httpx_reads_them(headers: list[tuple[str, object]]) -> None:
+    """The httpx interceptor's shortcut for ``multi_items()`` gives exactly what it gives."""
+    import httpx
+
+    from pytest_outbound._interceptors._httpx import header_items
+
+    assert header_items(httpx.Headers(headers)) == httpx.Headers(headers).multi_items()

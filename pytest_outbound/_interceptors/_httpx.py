@@ -15,6 +15,18 @@ if TYPE_CHECKING:
 _WRITTEN = "outbound_written_url"
 
 
+def header_items(headers: Any) -> list[tuple[str, str]]:
+    """``headers.multi_items()``, for less: httpx works out a ``Headers``' encoding on first
+    use by decoding every name and value to try, and each request's headers are new. Text
+    that is all ASCII reads the same in every encoding httpx may choose (ASCII, UTF-8,
+    ISO-8859-1); anything else is left to httpx."""
+    raw = headers.raw
+    for name, value in raw:
+        if not (name.isascii() and value.isascii()):
+            return headers.multi_items()  # type: ignore[no-any-return]
+    return [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw]
+
+
 def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
     url = str(request.url)
     written = request.extensions.get(_WRITTEN)
@@ -22,7 +34,7 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
         guard,
         request.method,
         url,
-        headers=request.headers.multi_items(),
+        headers=header_items(request.headers),
         body=body,
         client="httpx",
         # Only for the request built from it: a redirect hop inherits extensions, not the URL.
