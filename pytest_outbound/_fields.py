@@ -16,6 +16,7 @@ from email import errors as email_errors
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
+from types import MappingProxyType
 from typing import TypeAlias
 from urllib.parse import parse_qsl, unquote
 
@@ -53,6 +54,14 @@ class Fields:
 
     def names(self) -> frozenset[str]:
         return frozenset(self.values)
+
+    def __reduce__(self) -> tuple[object, tuple[dict[str, tuple[str, ...]], bool]]:
+        # pickle and deepcopy: a read-only view (``extract_fields``) cannot be pickled
+        return _read_only, (dict(self.values), self.opaque)
+
+
+def _read_only(values: dict[str, tuple[str, ...]], opaque: bool) -> Fields:
+    return Fields(MappingProxyType(values), opaque)
 
 
 # --- content decoding -------------------------------------------------------------------------
@@ -369,7 +378,8 @@ def extract_fields(
         for key, values in pairs:
             out.setdefault(key, []).extend(values)
         opaque = not parsed
-    return Fields({key: tuple(vals) for key, vals in out.items()}, opaque)
+    # read-only: records of one request share their fields (``decide`` remembers them)
+    return _read_only({key: tuple(vals) for key, vals in out.items()}, opaque)
 
 
 _BodyFields: TypeAlias = tuple[tuple[tuple[str, tuple[str, ...]], ...], bool]

@@ -492,3 +492,103 @@ def test_httpx_headers_read_as_httpx_reads_them(headers: list[tuple[str, object]
     from pytest_outbound._interceptors._httpx import header_items
 
     assert header_items(httpx.Headers(headers)) == httpx.Headers(headers).multi_items()
+
+
+def test_remembered_judgements_read_header_names_and_order_and_set_templates() -> None:
+    """Header names and their order are part of what is remembered (the names are fields, in
+    order), and a remembered judgement still gives the record its destination's templates."""
+    from pytest_outbound._policy import Payload
+
+    policy = Policy(
+        (
+            Destination(
+                name="update-check",
+                hosts=("octopus.com",),
+                paths=("/api/{version}/check",),
+                payload=Payload(fields=("version", "header:x-a")),
+            ),
+            Destination(name="templated", hosts=("templated.example",), paths=("/v/{id}",)),
+        )
+    )
+    context = Context(Rules(policy))
+    url = "https://octopus.com/api/1.2/check"
+
+    def judged(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        record = build_request("GET", url, headers=headers, client="requests")
+        return decide(record, context).reasons, record.fields
+
+    for _ in range(2):
+        assert judged((("X-A", "v"),)) == ((), ("version", "header:x-a"))
+        assert judged((("X-B", "v"),)) == (("payload:extra:header:x-b",), ("version", "header:x-b"))
+        assert judged((("X-A", "1"), ("X-C", "2")))[1] == ("version", "header:x-a", "header:x-c")
+        assert judged((("X-C", "2"), ("X-A", "1")))[1] == ("version", "header:x-c", "header:x-a")
+    for _ in range(2):  # no contract: the fields come from the templates the verdict set
+        record = build_request("GET", "https://templated.example/v/42", client="requests")
+        assert decide(record, context).allowed
+        assert record.field_values().values == {"id": ("42",)}
+
+
+def test_min_interval_detail_keeps_its_place_among_several_payload_details() -> None:
+    from pytest_outbound._policy import Payload
+
+    policy = Policy(
+        (
+            Destination(
+                name="update-check",
+                hosts=("octopus.com",),
+                min_interval="8h",
+                payload=Payload(fields=("version",), required=("version",)),
+            ),
+        )
+    )
+    scanner = SensitiveScanner([SensitiveValue("hostname", "build-host-7")])
+    context = Context(Rules(policy, scanner))
+
+    def verdict() -> tuple[tuple[str, ...], tuple[str, ...]]:
+        record = build_request(
+            "POST", "https://octopus.com/?a=1&b=build-host-7", body=b"{}", client="requests"
+        )
+        record.time = 10_000.0
+        result = decide(record, context, history={"update-check": 9_000.0})
+        return result.reasons, result.detail
+
+    for _ in range(2):
+        reasons, detail = verdict()
+        assert reasons == (
+            "payload:extra:a",
+            "payload:extra:b",
+            "payload:missing:version",
+            "interval",
+            "sensitive:hostname",
+        )
+        # one contract diff for all three breaches, then the interval, then the finding
+        assert len(detail) == 3
+        assert detail[0].startswith("payload contract of 'update-check'")
+        assert "min_interval is 8h" in detail[1]
+        assert detail[2].startswith("carries this machine's hostname")
+
+
+def test_remembered_fields_cannot_be_changed_through_one_record() -> None:
+    context = _contract_context()
+    body = f'{{"installationId": "{UUID}"}}'.encode()
+    first, second = (
+        build_request("POST", "https://octopus.com/api/1/check", body=body, client="requests")
+        for _ in range(2)
+    )
+    decide(first, context)
+    decide(second, context)
+    with pytest.raises(TypeError):
+        first.field_values().values["injected"] = ("x",)  # type: ignore[index]
+    assert second.fields == ("version", "installationId")
+
+
+def test_records_with_read_only_fields_still_copy_and_pickle() -> None:
+    import copy
+    import pickle
+
+    record = build_request("POST", "https://a.example/x", body=b'{"a": 1}', client="requests")
+    fields = record.field_values()
+    for clone in (copy.deepcopy(record), pickle.loads(pickle.dumps(record))):
+        assert clone.field_values() == fields
+        with pytest.raises(TypeError):
+            clone.field_values().values["b"] = ()  # type: ignore[index]
