@@ -12,6 +12,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from pytest_outbound._errors import PolicyError
 from pytest_outbound._fields import Fields, compile_path_template
@@ -253,7 +254,8 @@ def _content_key(request: OutboundRequest) -> tuple[object, ...] | None:
         or request.templates
     ):
         return None
-    return (client, request.method, url, tuple(request.headers.items()), body)
+    headers = request.headers  # names and values apart: two tuples, not one per header
+    return (client, request.method, url, tuple(headers), tuple(headers.values()), body)
 
 
 def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
@@ -270,18 +272,14 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
     if dest is not None:
         request.templates = dest.paths
         if dest.payload is not None:
-            # imported here: a suite with no contract never loads the module (start-up cost)
-            from pytest_outbound._contract import (
-                breach_reason,
-                check_payload,
-                format_contract_diff,
-            )
-
+            contract = _contract_module()
             fields = request.field_values()
-            breaches = check_payload(dest.payload, fields)
+            breaches = contract.check_payload(dest.payload, fields)
             if breaches:
-                reasons.extend(breach_reason(b) for b in breaches)
-                detail.append(format_contract_diff(dest.payload, fields, breaches, name=dest.name))
+                reasons.extend(contract.breach_reason(b) for b in breaches)
+                detail.append(
+                    contract.format_contract_diff(dest.payload, fields, breaches, name=dest.name)
+                )
     split, split_detail = len(verdict.reasons) + len(reasons), len(verdict.detail) + len(detail)
     scanner = context.rules.scanner
     if scanner is not None:
@@ -302,6 +300,20 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
             verdict.closest,
         )
     return _Judgement(verdict, dest, fields, split, split_detail)
+
+
+_CONTRACT: list[ModuleType] = []
+
+
+def _contract_module() -> ModuleType:
+    """The contract module, imported at the first contract check: a suite with no contract
+    never loads it (start-up). Kept here after that: an ``import`` statement in the function
+    that checks every request would run importlib's from-list handling each time."""
+    if not _CONTRACT:
+        from pytest_outbound import _contract
+
+        _CONTRACT.append(_contract)
+    return _CONTRACT[0]
 
 
 def _with_interval(

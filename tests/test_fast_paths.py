@@ -435,6 +435,10 @@ def test_remembered_judgements_depend_on_every_part_of_the_request() -> None:
             "sensitive:hostname",
         )
         assert judged(headers=(("Content-Type", "text/plain"),))[0] == ()  # JSON by its look
+        # the same header names, another value
+        assert judged(headers=(("Content-Type", "application/json; x=build-host-7"),))[0] == (
+            "sensitive:hostname",
+        )
         assert judged(client="httpx") == ((), ("version", "installationId"))
 
 
@@ -522,6 +526,8 @@ def test_remembered_judgements_read_header_names_and_order_and_set_templates() -
         assert judged((("X-B", "v"),)) == (("payload:extra:header:x-b",), ("version", "header:x-b"))
         assert judged((("X-A", "1"), ("X-C", "2")))[1] == ("version", "header:x-a", "header:x-c")
         assert judged((("X-C", "2"), ("X-A", "1")))[1] == ("version", "header:x-c", "header:x-a")
+        assert judged((("X-A", "1"), ("X-C", "1")))[1] == ("version", "header:x-a", "header:x-c")
+        assert judged((("X-C", "1"), ("X-A", "1")))[1] == ("version", "header:x-c", "header:x-a")
     for _ in range(2):  # no contract: the fields come from the templates the verdict set
         record = build_request("GET", "https://templated.example/v/42", client="requests")
         assert decide(record, context).allowed
