@@ -598,3 +598,50 @@ def test_records_with_read_only_fields_still_copy_and_pickle() -> None:
         assert clone.field_values() == fields
         with pytest.raises(TypeError):
             clone.field_values().values["b"] = ()  # type: ignore[index]
+
+
+HELPER = """
+import requests
+
+
+def fetch():
+    requests.get("https://octopus.com/")
+"""
+
+TWO_HELPERS = """
+import pytest
+import requests
+
+from one import helper as first
+from two import helper as second
+
+
+class NotSent(Exception):
+    pass
+
+
+def test_each_helper_is_its_own_call_site(outbound, monkeypatch):
+    def not_sent(*args, **kwargs):
+        raise NotSent
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", not_sent)
+    for fetch in (first.fetch, second.fetch, first.fetch):
+        with pytest.raises(NotSent):
+            fetch()
+    assert [r.location for r in outbound.requests] == [
+        "one/helper.py:6",
+        "two/helper.py:6",
+        "one/helper.py:6",
+    ]
+"""
+
+
+def test_identical_code_in_two_files_is_two_call_sites(pytester: pytest.Pytester) -> None:
+    """Code objects of identical source compare equal whatever their file: the call-site cache
+    must tell them apart (it keys them by identity)."""
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    for package in ("one", "two"):
+        pytester.mkpydir(package)
+        (pytester.path / package / "helper.py").write_text(HELPER)
+    pytester.makepyfile(test_helpers=TWO_HELPERS)
+    pytester.runpytest("-q", "-p", "no:cacheprovider").assert_outcomes(passed=1)
