@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from pytest_outbound._errors import PolicyError
-from pytest_outbound._fields import Fields, compile_path_template
+from pytest_outbound._fields import compile_path_template
 from pytest_outbound._hosts import (
     HostError,
     HostPattern,
@@ -193,12 +193,9 @@ def decide(
         if len(judgements) >= _JUDGEMENTS_LIMIT:
             judgements.clear()
         judgements[key] = known
-    else:
-        # what judging it afresh would have left on the record
-        if known.dest is not None:
-            request.templates = known.dest.paths
-        if known.fields is not None and request._fields is None:
-            request._fields = known.fields
+    elif known.dest is not None:  # what judging it afresh would have left on the record
+        request.templates = known.dest.paths
+    # (Its fields are not: a record's fields are its own, extracted again if asked for.)
     return _with_interval(known, request, history)
 
 
@@ -207,20 +204,13 @@ class _Judgement:
     which depends on when the destination was last contacted. (A plain class: defining a
     dataclass costs every pytest start-up a third of a millisecond.)"""
 
-    __slots__ = ("dest", "fields", "split", "split_detail", "verdict")
+    __slots__ = ("dest", "split", "split_detail", "verdict")
 
     def __init__(
-        self,
-        verdict: Verdict,
-        dest: Destination | None,
-        fields: Fields | None,
-        split: int,
-        split_detail: int,
+        self, verdict: Verdict, dest: Destination | None, split: int, split_detail: int
     ) -> None:
         self.verdict = verdict
         self.dest = dest
-        #: The fields the payload contract was checked against (None: no contract).
-        self.fields = fields
         #: Where ``min_interval``'s reason goes among the reasons and details: after the
         #: destination's and the payload's, before the sensitive values'.
         self.split = split
@@ -264,11 +254,10 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
     if not verdict.allowed and request.resolved_names:
         verdict = _judge_by_resolved_name(request, context, verdict)
     if request.offline:
-        return _Judgement(_offline(request, verdict), None, None, 0, 0)
+        return _Judgement(_offline(request, verdict), None, 0, 0)
     dest = context.rules.by_name.get(verdict.destination) if verdict.destination else None
     reasons: list[str] = []
     detail: list[str] = []
-    fields: Fields | None = None
     if dest is not None:
         request.templates = dest.paths
         if dest.payload is not None:
@@ -299,7 +288,7 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
             verdict.detail + tuple(detail),
             verdict.closest,
         )
-    return _Judgement(verdict, dest, fields, split, split_detail)
+    return _Judgement(verdict, dest, split, split_detail)
 
 
 _CONTRACT: list[ModuleType] = []

@@ -16,7 +16,6 @@ from email import errors as email_errors
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
-from types import MappingProxyType
 from typing import TypeAlias
 from urllib.parse import parse_qsl, unquote
 
@@ -54,14 +53,6 @@ class Fields:
 
     def names(self) -> frozenset[str]:
         return frozenset(self.values)
-
-    def __reduce__(self) -> tuple[object, tuple[dict[str, tuple[str, ...]], bool]]:
-        # pickle and deepcopy: a read-only view (``extract_fields``) cannot be pickled
-        return _read_only, (dict(self.values), self.opaque)
-
-
-def _read_only(values: dict[str, tuple[str, ...]], opaque: bool) -> Fields:
-    return Fields(MappingProxyType(values), opaque)
 
 
 # --- content decoding -------------------------------------------------------------------------
@@ -378,8 +369,7 @@ def extract_fields(
         for key, values in pairs:
             out.setdefault(key, []).extend(values)
         opaque = not parsed
-    # read-only: records of one request share their fields (``decide`` remembers them)
-    return _read_only({key: tuple(vals) for key, vals in out.items()}, opaque)
+    return Fields({key: tuple(vals) for key, vals in out.items()}, opaque)
 
 
 _BodyFields: TypeAlias = tuple[tuple[tuple[str, tuple[str, ...]], ...], bool]

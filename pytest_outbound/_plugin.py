@@ -357,6 +357,8 @@ class OutboundPlugin:
         )
         #: Filled on the controller from pytest-xdist workers (``pytest_testnodedown``).
         self.is_worker = hasattr(config, "workerinput")
+        #: The process this session runs in (a forked child inherits the plugin).
+        self._pid = os.getpid()
         self.worker_records: list[OutboundRequest] = []
         self.worker_destinations: dict[str, Destination] = {}
         self.worker_outside_blocked = 0
@@ -393,6 +395,8 @@ class OutboundPlugin:
         """A conftest or plugin registered (now or later): does anyone implement our hooks?
         The guard calls them only then: most suites implement neither, and every request
         would pay for the call."""
+        if os.getpid() != self._pid:
+            return  # a forked child: the guard writes its records to the parent (_children)
         hook = self.config.hook
         self.guard.listen(
             on_request=self._on_request if hook.pytest_outbound_request.get_hookimpls() else None,

@@ -123,3 +123,47 @@ def test_an_existing_sitecustomize_still_runs(suite: pytest.Pytester) -> None:
         """
     )
     suite.runpytest().assert_outcomes(passed=1)
+
+
+FORK_REGISTERS = """
+import multiprocessing, urllib.request
+
+URL = "http://undocumented.invalid/collect"
+
+
+class Late:
+    def pytest_outbound_request(self, request):
+        pass
+
+
+def test_fork_registers_a_plugin(outbound, pytestconfig):
+    def child():
+        pytestconfig.pluginmanager.register(Late())  # in the child only
+        try:
+            urllib.request.urlopen(URL).read()
+            outcome = "sent"
+        except Exception as error:
+            outcome = type(error).__name__
+        open("fork.out", "w").write(outcome)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join()
+"""
+
+
+def test_a_forked_child_registering_a_plugin_still_reports(suite: pytest.Pytester) -> None:
+    """A plugin registered in a forked child must not take the child's records away from the
+    parent (the child writes them to the parent; pytest's hooks there reach nobody)."""
+    suite.makeini(
+        "[pytest]\noutbound_mode = enforce\noutbound_subprocess = true\n"
+        "outbound_sensitive_machine = false\n"
+    )
+    suite.makepyfile(test_fork=FORK_REGISTERS)
+    result = suite.runpytest("-p", "no:randomly", "--outbound-report", "r.json")
+    result.assert_outcomes(failed=1)
+    assert (suite.path / "fork.out").read_text() == "OutboundBlocked"
+    import json
+
+    report = json.loads((suite.path / "r.json").read_text())
+    assert [r["url"] for r in report["requests"]] == ["http://undocumented.invalid/collect"]

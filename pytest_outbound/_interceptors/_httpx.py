@@ -15,11 +15,20 @@ if TYPE_CHECKING:
 _WRITTEN = "outbound_written_url"
 
 
+#: A ``Headers``' encoding when nobody set one (None: not worked out yet), or what httpx works
+#: out itself: ASCII text reads the same in each. Any other (set through ``Headers.encoding``)
+#: may not, and is left to ``multi_items()``.
+_DETECTED = frozenset({None, "ascii", "utf-8", "iso-8859-1"})
+
+
 def header_items(headers: Any) -> list[tuple[str, str]]:
     """``headers.multi_items()``, for less: httpx works out a ``Headers``' encoding on first
     use by decoding every name and value to try, and each request's headers are new. Text
     that is all ASCII reads the same in every encoding httpx may choose (ASCII, UTF-8,
-    ISO-8859-1); anything else is left to httpx."""
+    ISO-8859-1); anything else is left to httpx, and so is a ``Headers`` whose encoding was set
+    (httpx's private ``_encoding``: if it is ever renamed, every request takes that way)."""
+    if getattr(headers, "_encoding", "unknown") not in _DETECTED:
+        return headers.multi_items()  # type: ignore[no-any-return]  # an encoding was set
     raw = headers.raw
     for name, value in raw:
         if not (name.isascii() and value.isascii()):
