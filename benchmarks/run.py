@@ -363,58 +363,51 @@ def test_httpx_get():
         _timed("httpx_get", one, _respx_log(router, route))
 
 
-def test_requests_payload():
+def _post_with_requests(name, body_of):
     session = requests.Session()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         registered = mock.add(responses.POST, PAYLOAD_URL, json={"latest": "2024.2.0"})
 
         def one(i):
-            response = session.post(PAYLOAD_URL, json=BODY)
+            response = session.post(PAYLOAD_URL, json=body_of(i))
             assert response.status_code == 200
 
-        _timed("requests_payload", one, _responses_log(mock, registered))
+        _timed(name, one, _responses_log(mock, registered))
+
+
+def _post_with_httpx(name, body_of):
+    client = httpx.Client()
+    with respx.mock(assert_all_called=False) as router:
+        route = router.route(method="POST", host="__PAYLOAD_HOST__", path="/api/check").mock(
+            return_value=httpx.Response(200, json={"latest": "2024.2.0"})
+        )
+
+        def one(i):
+            response = client.post(PAYLOAD_URL, json=body_of(i))
+            assert response.status_code == 200
+
+        _timed(name, one, _respx_log(router, route))
+
+
+def _varied(i):
+    """A different body every time: nothing can be remembered."""
+    return {**BODY, "event": f"start-{i}"}
+
+
+def test_requests_payload():
+    _post_with_requests("requests_payload", lambda i: BODY)
 
 
 def test_httpx_payload():
-    client = httpx.Client()
-    with respx.mock(assert_all_called=False) as router:
-        route = router.route(method="POST", host="__PAYLOAD_HOST__", path="/api/check").mock(
-            return_value=httpx.Response(200, json={"latest": "2024.2.0"})
-        )
-
-        def one(i):
-            response = client.post(PAYLOAD_URL, json=BODY)
-            assert response.status_code == 200
-
-        _timed("httpx_payload", one, _respx_log(router, route))
+    _post_with_httpx("httpx_payload", lambda i: BODY)
 
 
 def test_requests_payload_varied():
-    """As test_requests_payload, with a different body every time (nothing is remembered)."""
-    session = requests.Session()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        registered = mock.add(responses.POST, PAYLOAD_URL, json={"latest": "2024.2.0"})
-
-        def one(i):
-            response = session.post(PAYLOAD_URL, json={**BODY, "event": f"start-{i}"})
-            assert response.status_code == 200
-
-        _timed("requests_payload_varied", one, _responses_log(mock, registered))
+    _post_with_requests("requests_payload_varied", _varied)
 
 
 def test_httpx_payload_varied():
-    """As test_httpx_payload, with a different body every time (nothing is remembered)."""
-    client = httpx.Client()
-    with respx.mock(assert_all_called=False) as router:
-        route = router.route(method="POST", host="__PAYLOAD_HOST__", path="/api/check").mock(
-            return_value=httpx.Response(200, json={"latest": "2024.2.0"})
-        )
-
-        def one(i):
-            response = client.post(PAYLOAD_URL, json={**BODY, "event": f"start-{i}"})
-            assert response.status_code == 200
-
-        _timed("httpx_payload_varied", one, _respx_log(router, route))
+    _post_with_httpx("httpx_payload_varied", _varied)
 
 
 def test_socket_connect():
