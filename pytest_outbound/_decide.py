@@ -9,6 +9,7 @@ sentence a person reads for each.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -181,8 +182,6 @@ def decide(
     against ``history``: when each destination was last contacted, by the application's clock).
     Pure: the same inputs give the same verdict.
     """
-    if request.offline or request.resolved_names:  # the socket backstop's, judged as they come
-        return _with_interval(_judge_content(request, context), request, history)
     key = _content_key(request)
     if key is None:
         return _with_interval(_judge_content(request, context), request, history)
@@ -230,9 +229,10 @@ def _content_key(request: OutboundRequest) -> tuple[object, ...] | None:
     The record's scheme, host, port, path, query and peer are all made from its URL alone
     (``build_request``), so the URL stands for them; the headers and the whole body are what
     the payload contract and the sensitive scan read. Socket and DNS records are not kept:
-    their peer comes from an address, not from the URL."""
+    their peer comes from an address, not from the URL (and only they are ever offline or
+    carry resolved names)."""
     client = request.client
-    if client in (SOCKET, DNS):
+    if client in (SOCKET, DNS) or request.offline or request.resolved_names:
         return None
     url = request.url
     body = request.full_body
@@ -291,18 +291,14 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
     return _Judgement(verdict, dest, split, split_detail)
 
 
-_CONTRACT: list[ModuleType] = []
-
-
+@functools.cache
 def _contract_module() -> ModuleType:
     """The contract module, imported at the first contract check: a suite with no contract
-    never loads it (start-up). Kept here after that: an ``import`` statement in the function
-    that checks every request would run importlib's from-list handling each time."""
-    if not _CONTRACT:
-        from pytest_outbound import _contract
+    never loads it (start-up). Cached: an ``import`` statement in the function that checks
+    every request would run importlib's from-list handling each time."""
+    from pytest_outbound import _contract
 
-        _CONTRACT.append(_contract)
-    return _CONTRACT[0]
+    return _contract
 
 
 def _with_interval(
