@@ -126,6 +126,7 @@ def build_request(
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     body: bytes | None = None,
     client: str,
+    texts: bool = False,
     body_limit: int = DEFAULT_BODY_LIMIT,
     written_url: str | None = None,
 ) -> OutboundRequest:
@@ -135,7 +136,8 @@ def build_request(
     the client normalised it first: ``https://evil.com\\@octopus.com/`` becomes a harmless-looking
     URL before it is sent, yet what the code wrote is ambiguous (R3), so it is judged too, and
     the record then shows what was written. ``headers`` is a mapping or (name, value) pairs
-    (a later pair of the same name wins).
+    (a later pair of the same name wins). ``texts``: every name and value is a ``str`` already,
+    one the records may share (an interceptor that remembers them), taken as it is.
     """
     if written_url is not None and written_url != url:
         try:
@@ -145,7 +147,8 @@ def build_request(
     url, scheme, host, port, path, query_text, peer, host_error = _url_parts(url)
     items = headers.items() if isinstance(headers, Mapping) else headers
     header_map = dict(items)
-    for key, value in header_map.items():  # text already, nearly always: copied as it is
+    # text already, nearly always: copied as it is
+    for key, value in () if texts else header_map.items():
         if key.__class__ is not str or value.__class__ is not str:
             header_map = {_text(k): _text(v) for k, v in items}
             break

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib
 
 import pytest
 from host_corpus import CASES
@@ -268,6 +269,66 @@ def test_written(outbound, client, monkeypatch):
 """
 
 
+HTTPX_WRITTEN = """
+import asyncio
+import httpx, pytest, respx
+
+WRITTEN = "https://octopus.com\\\\@evil.com/"
+
+
+@respx.mock
+@pytest.mark.outbound_only("octopus.com")
+def test_base_url_and_params(outbound):
+    respx.route().respond(200)
+    with httpx.Client(base_url="https://octopus.com/api", params={"k": "v"}) as client:
+        client.get("/items")  # relative: merged with the base, and judged as sent
+        client.get("v2/items", params={"p": "1"})
+        assert [r.url for r in outbound.requests] == [
+            "https://octopus.com/api/items?k=v",
+            "https://octopus.com/api/v2/items?k=v&p=1",
+        ]
+        assert [r.verdict for r in outbound.requests] == ["allowed", "allowed"]
+        client.get(WRITTEN, params={"p": "1"})  # absolute: judged as written, params or not
+        assert (outbound.requests[-1].url, outbound.requests[-1].reasons) == (
+            WRITTEN,
+            ["ambiguous-host"],
+        )
+        client.get("https://octopus.com/ok")  # nothing of it is left for the next request
+        assert outbound.requests[-1].verdict == "allowed"
+
+    async def main():
+        async with httpx.AsyncClient(base_url="https://octopus.com") as client:
+            await client.get("/async")
+            await client.get(WRITTEN)
+
+    asyncio.run(main())
+    assert [(r.url, r.verdict) for r in outbound.requests[-2:]] == [
+        ("https://octopus.com/async", "allowed"),
+        (WRITTEN, "violation"),
+    ]
+
+
+@respx.mock
+@pytest.mark.outbound_only("octopus.com")
+def test_built_and_not_sent(outbound):
+    respx.route().respond(200)
+    with httpx.Client() as client:
+        client.build_request("GET", WRITTEN)  # never sent
+        client.get("https://octopus.com/")  # another authority: judged as sent
+        assert outbound.requests[-1].verdict == "allowed"
+"""
+
+
+def test_httpx_judges_relative_urls_as_sent_and_ambiguous_ones_as_written(
+    pytester: pytest.Pytester,
+) -> None:
+    """httpx: a client's ``base_url`` makes a relative URL whole (judged as sent); an absolute
+    URL whose host is ambiguous is judged as written, with the client's params or not."""
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makepyfile(test_httpx_written=HTTPX_WRITTEN)
+    pytester.runpytest("-q").assert_outcomes(passed=2)
+
+
 def test_nested_request_is_judged_as_its_own_url(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
     pytester.makepyfile(test_written_nested=REQUESTS_NESTED)
@@ -487,16 +548,24 @@ def test_remembered_judgements_are_kept_per_context_and_not_for_sockets() -> Non
         [("X-Name", "Jöhn".encode())],  # UTF-8: httpx decodes every header as UTF-8
         [("X-Name", "Jöhn".encode("latin-1")), ("X-Plain", "a")],  # not UTF-8: ISO-8859-1
         [("X-Empty", "")],
+        [("Authorization", "Bearer " + "t" * 600)],  # read, not remembered: too long
         [],
     ],
 )
 def test_httpx_headers_read_as_httpx_reads_them(headers: list[tuple[str, object]]) -> None:
-    """The httpx interceptor's shortcut for ``multi_items()`` gives exactly what it gives."""
+    """The httpx interceptor's shortcut for ``multi_items()`` gives exactly what it gives,
+    the first time and from what it remembered."""
     import httpx
 
-    from pytest_outbound._interceptors._httpx import header_items
-
-    assert header_items(httpx.Headers(headers)) == httpx.Headers(headers).multi_items()
+    # (by its name: an in-process pytester run may have imported the module anew)
+    _httpx = importlib.import_module("pytest_outbound._interceptors._httpx")
+    header_items = _httpx.header_items
+    for _ in range(2):
+        assert list(header_items(httpx.Headers(headers))) == httpx.Headers(headers).multi_items()
+    entries = tuple(httpx.Headers(headers)._list)
+    ascii_only = all(v.isascii() for _, _, v in entries)
+    short = all(len(v) <= _httpx._HEADER_VALUE_KEPT for _, _, v in entries)
+    assert (entries in _httpx._HEADERS) == (ascii_only and short)
 
     def outcome(read: object) -> object:
         try:
@@ -511,6 +580,22 @@ def test_httpx_headers_read_as_httpx_reads_them(headers: list[tuple[str, object]
     chosen = httpx.Headers({"X-A": "a+AGE-"})
     chosen.encoding = "utf-7"
     assert header_items(chosen) == [("x-a", "aa")]
+
+
+def test_httpx_headers_of_another_shape_are_read_by_httpx() -> None:
+    """The shortcut reads httpx's private ``_list``; anything else there and httpx reads."""
+    from pytest_outbound._interceptors._httpx import header_items
+
+    class Headers:
+        def __init__(self, entries: object) -> None:
+            self._encoding = None
+            self._list = entries
+
+        def multi_items(self) -> list[tuple[str, str]]:
+            return [("from", "httpx")]
+
+    for entries in ((), [(b"A", b"a")], [("A", "a", "a")], [(b"A", b"a", 1)], "x"):
+        assert header_items(Headers(entries)) == [("from", "httpx")]
 
 
 def test_remembered_judgements_read_header_names_and_order_and_set_templates() -> None:

@@ -185,6 +185,7 @@ def judge(
     headers: Any,
     body: object,
     client: str,
+    texts: bool = False,
     written_url: str | None = None,
     callers: int = 1,
 ) -> tuple[object, Stub | None]:
@@ -192,6 +193,7 @@ def judge(
     enforce). Returns the body to send in place of ``body`` (see ``capture_body``) and the stub
     that answers the request, if any.
 
+    ``texts``: the headers are (name, value) pairs of text already (``build_request``).
     ``callers``: how many frames above this one are the interceptor's own (this package's);
     the search for the call site starts above them (``Guard.observe``'s ``skip``)."""
     __tracebackhide__ = True
@@ -205,6 +207,7 @@ def judge(
         headers=headers,
         body=data,
         client=client,
+        texts=texts,
         body_limit=guard.body_limit,
         written_url=written_url,
     )

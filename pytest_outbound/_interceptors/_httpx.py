@@ -4,7 +4,8 @@ respx and pytest-httpx (which mock the transport below it)."""
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any
+from sys import intern
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import Patches, ambiguous, judge
@@ -12,7 +13,15 @@ from pytest_outbound._interceptors import Patches, ambiguous, judge
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
 
-_WRITTEN = "outbound_written_url"
+#: An ambiguous URL as written (see ``ambiguous``), from ``_merge_url`` to the sending of the
+#: request built from it: (written, scheme and authority as httpx made them, the test's scope).
+_WRITTEN: contextvars.ContextVar[tuple[str, str, bytes, object] | None] = contextvars.ContextVar(
+    "outbound_httpx_written_url", default=None
+)
+#: URL as written -> whether it must be remembered (``_written_matters``).
+_MATTERS: dict[str, bool] = {}
+_MATTERS_LIMIT = 4096
+_MATTERS_LENGTH = 2048
 
 
 #: A ``Headers``' encoding when nobody set one (None: not worked out yet), or what httpx works
@@ -20,34 +29,92 @@ _WRITTEN = "outbound_written_url"
 #: may not, and is left to ``multi_items()``.
 _DETECTED = frozenset({None, "ascii", "utf-8", "iso-8859-1"})
 
+_Entries: TypeAlias = tuple[tuple[bytes, bytes, bytes], ...]
+#: httpx's header entries (raw name, lower-case name, value) -> their text, for headers sent
+#: again and again: each request's ``Headers`` is new, its bytes mostly the client's own.
+_HEADERS: dict[_Entries, tuple[tuple[str, str], ...]] = {}
+_HEADERS_LIMIT = 1024
+#: Headers with a longer value (a token, a cookie) are read but not remembered.
+_HEADER_VALUE_KEPT = 512
 
-def header_items(headers: Any) -> list[tuple[str, str]]:
-    """``headers.multi_items()``, for less: httpx works out a ``Headers``' encoding on first
-    use by decoding every name and value to try, and each request's headers are new. Text
-    that is all ASCII reads the same in every encoding httpx may choose (ASCII, UTF-8,
-    ISO-8859-1); anything else is left to httpx, and so is a ``Headers`` whose encoding was set
-    (httpx's private ``_encoding``: if it is ever renamed, every request takes that way)."""
+
+def header_items(headers: Any) -> tuple[tuple[str, str], ...] | list[tuple[str, str]]:
+    """``headers.multi_items()``, for less. httpx works out a new ``Headers``' encoding by
+    decoding every name and value to try, and then decodes them again; every request's
+    ``Headers`` is new. Text that is all ASCII reads the same in every encoding httpx may
+    choose (ASCII, UTF-8, ISO-8859-1), so it is decoded here once and remembered by its bytes;
+    anything else is left to httpx, and so is a ``Headers`` whose encoding was set. (This reads
+    httpx's private ``_encoding`` and ``_list``: if either changes shape, every request takes
+    httpx's way.) The pairs are the same strings every time: the records share them."""
     if getattr(headers, "_encoding", "unknown") not in _DETECTED:
         return headers.multi_items()  # type: ignore[no-any-return]  # an encoding was set
-    raw = headers.raw
-    for name, value in raw:
-        if not (name.isascii() and value.isascii()):
+    entries = getattr(headers, "_list", None)
+    if entries.__class__ is not list:
+        return headers.multi_items()  # type: ignore[no-any-return]
+    key: _Entries = tuple(entries)
+    known = _HEADERS.get(key)
+    if known is not None:
+        return known
+    items: list[tuple[str, str]] = []
+    keep = True
+    for entry in key:
+        if entry.__class__ is not tuple or len(entry) != 3:
             return headers.multi_items()  # type: ignore[no-any-return]
-    return [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw]
+        _, name, value = entry
+        if not (
+            name.__class__ is bytes
+            and value.__class__ is bytes
+            and name.isascii()
+            and value.isascii()
+        ):
+            return headers.multi_items()  # type: ignore[no-any-return]
+        keep = keep and len(value) <= _HEADER_VALUE_KEPT
+        items.append((intern(name.decode("ascii")), intern(value.decode("ascii"))))
+    found = tuple(items)
+    if keep:
+        if len(_HEADERS) >= _HEADERS_LIMIT:
+            _HEADERS.clear()
+        _HEADERS[key] = found
+    return found
+
+
+def _written_matters(url: str) -> bool:
+    """Whether the URL as written must be judged instead of httpx's: its host is ambiguous
+    (``ambiguous``) and httpx reads it as an absolute URL. A relative one (a client with a
+    ``base_url``) is merged with the base, and what is sent is judged."""
+    import httpx
+
+    try:
+        matters = ambiguous(url) and httpx.URL(url).is_absolute_url
+    except httpx.InvalidURL:  # httpx refused it already; nothing is sent
+        matters = False
+    if type(url) is str and len(url) <= _MATTERS_LENGTH:
+        if len(_MATTERS) >= _MATTERS_LIMIT:
+            _MATTERS.clear()
+        _MATTERS[url] = matters
+    return matters
 
 
 def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
     url = str(request.url)
-    written = request.extensions.get(_WRITTEN)
+    written_url = None
+    written = _WRITTEN.get()
+    if written is not None:
+        # Only for the request built from it, in the same test: its scheme and authority are
+        # what httpx made of the written URL (a redirect hop comes after it was taken).
+        sent = request.url
+        if written[3] is guard.scope and written[1] == sent.scheme and written[2] == sent.netloc:
+            _WRITTEN.set(None)
+            written_url = written[0]
     _, stub = judge(
         guard,
         request.method,
         url,
         headers=header_items(request.headers),
         body=body,
+        texts=True,
         client="httpx",
-        # Only for the request built from it: a redirect hop inherits extensions, not the URL.
-        written_url=written[0] if written and written[1] == url else None,
+        written_url=written_url,
         callers=2,  # this function and send_single(_async)
     )
     return stub
@@ -61,8 +128,8 @@ def install(guard: Guard, patches: Patches) -> None:
     )
     sync_send = httpx.Client._send_single_request
     async_send = httpx.AsyncClient._send_single_request
-    base_client: Any = httpx.Client.__mro__[1]  # httpx's BaseClient: it defines build_request
-    original_build = base_client.build_request
+    base_client: Any = httpx.Client.__mro__[1]  # httpx's BaseClient: build_request's own
+    original_merge = base_client._merge_url
     sync_transport = httpx.Client._transport_for_url
     async_transport = httpx.AsyncClient._transport_for_url
 
@@ -91,13 +158,16 @@ def install(guard: Guard, patches: Patches) -> None:
                     stub_transport.reset(token)
         return await async_send(self, request)
 
-    def build_request(self: Any, method: str, url: Any, **kwargs: Any) -> httpx.Request:
-        request: httpx.Request = original_build(self, method, url, **kwargs)
-        if ambiguous(url):  # the URL as written matters only then (see ``ambiguous``)
-            sent = str(request.url)
-            if url != sent:
-                request.extensions = {**request.extensions, _WRITTEN: (url, sent)}
-        return request
+    def merge_url(self: Any, url: Any) -> httpx.URL:
+        """``build_request``'s first step (wrapped here rather than it: it takes a dozen keyword
+        arguments, and passing them on cost more than all the rest of this wrapper)."""
+        merged: httpx.URL = original_merge(self, url)
+        matters = _MATTERS.get(url) if url.__class__ is str else None
+        if matters is None:
+            matters = isinstance(url, str) and _written_matters(url)
+        if matters and url != str(merged):
+            _WRITTEN.set((url, merged.scheme, merged.netloc, guard.scope))
+        return merged
 
     def transport_for_url(self: httpx.Client, url: httpx.URL) -> httpx.BaseTransport:
         stub = stub_transport.get()
@@ -113,4 +183,4 @@ def install(guard: Guard, patches: Patches) -> None:
     patches.patch(httpx.AsyncClient, "_send_single_request", send_single_async)
     patches.patch(httpx.Client, "_transport_for_url", transport_for_url)
     patches.patch(httpx.AsyncClient, "_transport_for_url", async_transport_for_url)
-    patches.patch(base_client, "build_request", build_request)
+    patches.patch(base_client, "_merge_url", merge_url)
