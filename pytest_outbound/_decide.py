@@ -184,18 +184,21 @@ def decide(
     """
     key = _content_key(request)
     if key is None:
-        return _with_interval(_judge_content(request, context), request, history)
-    judgements = context._judgements
-    known = judgements.get(key)
-    if known is None:
         known = _judge_content(request, context)
-        if len(judgements) >= _JUDGEMENTS_LIMIT:
-            judgements.clear()
-        judgements[key] = known
-    elif known.dest is not None:  # what judging it afresh would have left on the record
-        request.templates = known.dest.paths
-    # (Its fields are not: a record's fields are its own, extracted again if asked for.)
-    return _with_interval(known, request, history)
+    else:
+        judgements = context._judgements
+        known = judgements.get(key)  # type: ignore[assignment]
+        if known is None:
+            known = _judge_content(request, context)
+            if len(judgements) >= _JUDGEMENTS_LIMIT:
+                judgements.clear()
+            judgements[key] = known
+        elif known.dest is not None:  # what judging it afresh would have left on the record
+            request.templates = known.dest.paths
+        # (Its fields are not: a record's fields are its own, extracted again if asked for.)
+    if known.interval and history:
+        return _with_interval(known, request, history)
+    return known.verdict
 
 
 class _Judgement:
@@ -203,13 +206,15 @@ class _Judgement:
     which depends on when the destination was last contacted. (A plain class: defining a
     dataclass costs every pytest start-up a third of a millisecond.)"""
 
-    __slots__ = ("dest", "split", "split_detail", "verdict")
+    __slots__ = ("dest", "interval", "split", "split_detail", "verdict")
 
     def __init__(
         self, verdict: Verdict, dest: Destination | None, split: int, split_detail: int
     ) -> None:
         self.verdict = verdict
         self.dest = dest
+        #: The destination's ``min_interval`` in seconds (0: none to check).
+        self.interval = (dest.min_interval_seconds if dest is not None else None) or 0.0
         #: Where ``min_interval``'s reason goes among the reasons and details: after the
         #: destination's and the payload's, before the sensitive values'.
         self.split = split
@@ -307,10 +312,8 @@ def _with_interval(
     """``known``'s verdict, and ``min_interval``'s reason if the destination was contacted too
     recently (by ``history``, at ``request.time``)."""
     dest = known.dest
-    if dest is None or not history:
-        return known.verdict
-    interval = dest.min_interval_seconds
-    if not interval:
+    interval = known.interval
+    if dest is None or not interval or not history:
         return known.verdict
     last = history.get(dest.name)
     if last is None or request.time - last >= interval:

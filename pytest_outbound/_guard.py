@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 #: The attribute on a ``threading.Thread`` naming the test scope that started it.
 ORIGIN = "_outbound_origin"
+_SOCKET_OR_DNS = (SOCKET, DNS)
 #: Worker threads of pools outlive the test that happened to start them: use the current test.
 _POOL_THREADS = ("ThreadPoolExecutor", "asyncio_")
 
@@ -120,9 +121,12 @@ class Guard:
         self._on_violation = on_violation
         self._lock = threading.Lock()
         self._relpaths: dict[str, str] = {}
-        #: id(code object) -> (it, whether it belongs to a library): frames classified once.
-        self._library_code: dict[int, tuple[CodeType, bool]] = {}
-        #: (id(code object), line) -> "path:line"; the code objects are kept alive above.
+        #: Every code object ``_location`` has classified, by id: kept alive, so that an id in
+        #: the two below is never reused by another code object.
+        self._codes: dict[int, CodeType] = {}
+        #: ids of the code objects that belong to a library (never "the user's call site").
+        self._library_ids: set[int] = set()
+        #: (id(code object), instruction offset) -> "path:line" of the user's call sites.
         self._locations: dict[tuple[int, int], str] = {}
 
     def listen(
@@ -164,32 +168,36 @@ class Guard:
         scope = self.scope
         thread = threading.current_thread()
         origin: Scope | None = getattr(thread, self.origin_key, None)
+        thread_name = thread.name
         late = (
-            origin is not None and origin is not scope and not thread.name.startswith(_POOL_THREADS)
+            origin is not None and origin is not scope and not thread_name.startswith(_POOL_THREADS)
         )
         if late:
             scope = origin
-        context = scope.context if scope is not None else self.session_context
-        history = scope.last_sent if scope is not None else self.last_sent
-        request.time = time.time()  # the application's clock: time-machine/freezegun apply
+        if scope is not None:
+            context, history, judged = scope.context, scope.last_sent, scope.judged
+        else:
+            context, history, judged = self.session_context, self.last_sent, self._judged
+        now = request.time = time.time()  # the application's clock: time-machine/freezegun
         with self._lock:  # min_interval: checking and noting the time is one step
             verdict = decide(request, context, history=history)
-            if verdict.destination is not None and (verdict.allowed or self.mode != ENFORCE):
-                history[verdict.destination] = request.time
+            destination = verdict.destination
+            if destination is not None and (verdict.allowed or self.mode != ENFORCE):
+                history[destination] = now
             self.records.append(request)
             if scope is not None:
                 scope.records.append(request)
-            if request.client not in (SOCKET, DNS):
-                judged = scope.judged if scope is not None else self._judged
+            if request.client not in _SOCKET_OR_DNS:
                 ports = judged.get(request.host)
                 if ports is None:
                     judged[request.host] = {request.port}
                 else:
                     ports.add(request.port)
-        request.destination = verdict.destination
+        request.destination = destination
         if not verdict.allowed:  # the record was made allowed, with no reasons
             request.verdict = VIOLATION
-        if verdict.reasons:
+            request.reasons = list(verdict.reasons)
+        elif verdict.reasons:
             request.reasons = list(verdict.reasons)
         if scope is not None:
             request.nodeid = scope.nodeid
@@ -197,7 +205,7 @@ class Guard:
         else:
             request.phase = self.outside_phase
         request.location = self._location(skip)
-        request.thread = thread.name
+        request.thread = thread_name
         if request.body_size > len(request.body):
             request.field_values()  # from the whole body, before it is let go
         request.full_body = b""
@@ -254,25 +262,29 @@ class Guard:
         that is not library code. Frames are looked at one by one (each ``f_back`` makes a
         frame object); ``sys._getframe`` jumps over the skipped ones without making theirs.
 
-        Code objects are remembered by ``id``: hashing one hashes its bytecode and constants
-        every time. Each entry keeps its code object alive, so that the id is not reused."""
+        Code objects are known by ``id`` (hashing one hashes its bytecode and constants), and a
+        call site by its instruction offset (working out a line number reads the code's line
+        table); each is classified once, and its code object kept alive (``_codes``)."""
         frame = sys._getframe(2 + skip)
-        library = self._library_code
+        library = self._library_ids
         while frame is not None:
             code = frame.f_code
-            known = library.get(id(code))
-            if known is None or known[0] is not code:
-                module = frame.f_globals.get("__name__", "")
-                known = library[id(code)] = (code, module.partition(".")[0] in _LIBRARY_PACKAGES)
-            if not known[1]:
-                key = (id(code), frame.f_lineno)
-                location = self._locations.get(key)
-                if location is None:  # one string per call site, shared by its requests
-                    location = self._locations[key] = (
-                        f"{self._relpath(code.co_filename)}:{frame.f_lineno}"
-                    )
+            if id(code) in library:
+                frame = frame.f_back  # type: ignore[assignment]
+                continue
+            key = (id(code), frame.f_lasti)
+            location = self._locations.get(key)
+            if location is not None:
                 return location
-            frame = frame.f_back  # type: ignore[assignment]
+            if id(code) not in self._codes:  # not seen yet: a library's, or the user's?
+                self._codes[id(code)] = code
+                if frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARY_PACKAGES:
+                    library.add(id(code))
+                    frame = frame.f_back  # type: ignore[assignment]
+                    continue
+            # a new call site: one string for it, shared by its requests
+            location = self._locations[key] = f"{self._relpath(code.co_filename)}:{frame.f_lineno}"
+            return location
         return ""
 
     def _relpath(self, filename: str) -> str:

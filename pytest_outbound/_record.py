@@ -145,20 +145,27 @@ def build_request(
         except HostError:
             url = written_url
     url, scheme, host, port, path, query_text, peer, host_error = _url_parts(url)
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    header_map = dict(items)
-    # text already, nearly always: copied as it is
-    for key, value in () if texts else header_map.items():
-        if key.__class__ is not str or value.__class__ is not str:
-            header_map = {_text(k): _text(v) for k, v in items}
-            break
-        # Many values are made anew for each request (Content-Length, Host, ...) yet repeat:
-        # the records share one string for each (replacing a value keeps the iteration valid).
-        header_map[key] = intern(value)
-    method = method.upper()
+    if texts:
+        header_map = dict(headers)
+    else:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        header_map = dict(items)
+        # text already, nearly always: copied as it is
+        for key, value in header_map.items():
+            if key.__class__ is not str or value.__class__ is not str:
+                header_map = {_text(k): _text(v) for k, v in items}
+                break
+            # Many values are made anew for each request (Content-Length, Host, ...) yet
+            # repeat: the records share one string for each (replacing a value keeps the
+            # iteration valid).
+            header_map[key] = intern(value)
+    known_method = _METHODS.get(method)
+    if known_method is None:
+        method = method.upper()
+        known_method = _METHODS.get(method, method)
     raw = body or b""
     return OutboundRequest(  # positionally, in field order: a keyword call costs twice as much
-        _METHODS.get(method, method),  # method
+        known_method,  # method
         url,
         scheme,
         host,

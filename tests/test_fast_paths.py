@@ -409,6 +409,51 @@ def test_each_client_records_the_line_that_sent_it(pytester: pytest.Pytester) ->
     pytester.runpytest("-q").assert_outcomes(passed=8)
 
 
+SITES = """
+import pytest
+import requests
+
+
+class NotSent(Exception):
+    pass
+
+
+def get(url):
+    try:
+        requests.get(url)  # site: helper
+    except NotSent:
+        pass
+
+
+def test_sites(outbound, monkeypatch):
+    def not_sent(*args, **kwargs):
+        raise NotSent
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", not_sent)
+    for _ in range(2):
+        for url in ("https://octopus.com/a", "https://octopus.com/b"):
+            with pytest.raises(NotSent):
+                requests.get(url)  # site: a
+        with pytest.raises(NotSent):
+            requests.get(
+                "https://octopus.com/c"
+            )  # site: b
+        get("https://octopus.com/d")
+    source = open(__file__).read().splitlines()
+    line = {t.rsplit(" ", 1)[1]: n for n, t in enumerate(source, 1) if "# site: " in t}
+    expected = [line["a"], line["a"], line["b"] - 2, line["helper"]] * 2
+    assert [r.location for r in outbound.requests] == [f"test_sites.py:{n}" for n in expected]
+"""
+
+
+def test_each_call_site_in_a_function_is_its_own(pytester: pytest.Pytester) -> None:
+    """Call sites are remembered by instruction, each with its own line, from the first
+    request on and from what was remembered."""
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makepyfile(test_sites=SITES)
+    pytester.runpytest("-q").assert_outcomes(passed=1)
+
+
 def test_records_share_repeated_strings() -> None:
     """Memory: 50,000 records of one URL hold one URL string and one of each header value."""
     records = [
