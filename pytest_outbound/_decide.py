@@ -249,8 +249,11 @@ def _content_key(request: OutboundRequest) -> tuple[object, ...] | None:
         or request.templates
     ):
         return None
-    headers = request.headers  # names and values apart: two tuples, not one per header
-    return (client, request.method, url, tuple(headers), tuple(headers.values()), body)
+    key = request._headers_key  # names and values apart: two tuples, not one per header
+    if key is None:
+        headers = request.headers
+        key = (tuple(headers), tuple(headers.values()))  # ``headers_key``, inline
+    return (client, request.method, url, key, body)
 
 
 def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:

@@ -62,6 +62,8 @@ class OutboundRequest:
     resolved_names: tuple[str, ...] = field(default=(), repr=False)
     #: Set when offline mode forbids any real connection (the socket/DNS backstop).
     offline: bool = field(default=False, repr=False)
+    #: ``headers_key(headers)``, when the interceptor knew it already (``decide``'s memo).
+    _headers_key: HeadersKey | None = field(default=None, repr=False, compare=False)
 
     @property
     def allowed(self) -> bool:
@@ -127,6 +129,7 @@ def build_request(
     body: bytes | None = None,
     client: str,
     texts: bool = False,
+    headers_key: HeadersKey | None = None,
     body_limit: int = DEFAULT_BODY_LIMIT,
     written_url: str | None = None,
 ) -> OutboundRequest:
@@ -137,7 +140,8 @@ def build_request(
     URL before it is sent, yet what the code wrote is ambiguous (R3), so it is judged too, and
     the record then shows what was written. ``headers`` is a mapping or (name, value) pairs
     (a later pair of the same name wins). ``texts``: every name and value is a ``str`` already,
-    one the records may share (an interceptor that remembers them), taken as it is.
+    one the records may share (an interceptor that remembers them), taken as it is; and
+    ``headers_key``, when given, is ``headers_key`` of those headers.
     """
     if written_url is not None and written_url != url:
         try:
@@ -164,7 +168,7 @@ def build_request(
         method = method.upper()
         known_method = _METHODS.get(method, method)
     raw = body or b""
-    return OutboundRequest(  # positionally, in field order: a keyword call costs twice as much
+    record = OutboundRequest(  # positionally, in field order: a keyword call costs twice as much
         known_method,  # method
         url,
         scheme,
@@ -188,6 +192,17 @@ def build_request(
         len(raw),  # body_size
         raw,  # full_body
     )
+    if headers_key is not None:
+        record._headers_key = headers_key
+    return record
+
+
+#: A record's header names and values, in order (what ``decide``'s memo keys headers by).
+HeadersKey: TypeAlias = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def headers_key(headers: Mapping[str, str]) -> HeadersKey:
+    return tuple(headers), tuple(headers.values())
 
 
 #: The methods' names, so that records share one string for each.

@@ -329,6 +329,41 @@ def test_httpx_judges_relative_urls_as_sent_and_ambiguous_ones_as_written(
     pytester.runpytest("-q").assert_outcomes(passed=2)
 
 
+HTTPX_HEADERS = """
+import httpx, pytest, respx
+
+
+def pytest_outbound_sensitive_values(config):
+    return {"token": ["s3cr3t-build-token"]}
+
+
+@respx.mock
+@pytest.mark.outbound_only("octopus.com")
+def test_headers(outbound):
+    respx.route().respond(200)
+    with httpx.Client() as client:
+        for _ in range(2):  # the second time from what was remembered
+            for headers in ({}, {"X-Build": "s3cr3t-build-token"}, {"X-Build": "other"}, {}):
+                client.get("https://octopus.com/", headers=headers)
+    verdicts = [(r.headers.get("x-build"), r.reasons) for r in outbound.requests]
+    assert verdicts == [
+        (None, []),
+        ("s3cr3t-build-token", ["sensitive:token"]),
+        ("other", []),
+        (None, []),
+    ] * 2
+"""
+
+
+def test_httpx_requests_are_judged_by_their_own_headers(pytester: pytest.Pytester) -> None:
+    """httpx hands ``decide`` the header key it remembered: one URL sent with other headers is
+    judged by them, the first time and again."""
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makeconftest(HTTPX_HEADERS.split("@respx.mock")[0])
+    pytester.makepyfile(test_headers=HTTPX_HEADERS)
+    pytester.runpytest("-q").assert_outcomes(passed=1)
+
+
 def test_nested_request_is_judged_as_its_own_url(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
     pytester.makepyfile(test_written_nested=REQUESTS_NESTED)

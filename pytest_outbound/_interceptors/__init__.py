@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._hosts import HostError, default_port, peer_from_url
-from pytest_outbound._record import build_request
+from pytest_outbound._record import HeadersKey, build_request
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
@@ -186,6 +186,7 @@ def judge(
     body: object,
     client: str,
     texts: bool = False,
+    headers_key: HeadersKey | None = None,
     written_url: str | None = None,
     callers: int = 1,
 ) -> tuple[object, Stub | None]:
@@ -193,7 +194,7 @@ def judge(
     enforce). Returns the body to send in place of ``body`` (see ``capture_body``) and the stub
     that answers the request, if any.
 
-    ``texts``: the headers are (name, value) pairs of text already (``build_request``).
+    ``texts``, ``headers_key``: what the interceptor knows of the headers (``build_request``).
     ``callers``: how many frames above this one are the interceptor's own (this package's);
     the search for the call site starts above them (``Guard.observe``'s ``skip``)."""
     __tracebackhide__ = True
@@ -208,6 +209,7 @@ def judge(
         body=data,
         client=client,
         texts=texts,
+        headers_key=headers_key,
         body_limit=guard.body_limit,
         written_url=written_url,
     )

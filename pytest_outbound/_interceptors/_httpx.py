@@ -4,11 +4,13 @@ respx and pytest-httpx (which mock the transport below it)."""
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Sequence
 from sys import intern
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import Patches, ambiguous, judge
+from pytest_outbound._record import HeadersKey, headers_key
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
@@ -30,27 +32,32 @@ _MATTERS_LENGTH = 2048
 _DETECTED = frozenset({None, "ascii", "utf-8", "iso-8859-1"})
 
 _Entries: TypeAlias = tuple[tuple[bytes, bytes, bytes], ...]
+#: What a set of headers reads as: its (name, value) pairs, the same as a dict (a later pair
+#: of a name wins, as in the record), and the dict's names and values (``HeadersKey``).
+_Text: TypeAlias = tuple[tuple[tuple[str, str], ...], dict[str, str], HeadersKey]
 #: httpx's header entries (raw name, lower-case name, value) -> their text, for headers sent
 #: again and again: each request's ``Headers`` is new, its bytes mostly the client's own.
-_HEADERS: dict[_Entries, tuple[tuple[str, str], ...]] = {}
+_HEADERS: dict[_Entries, _Text] = {}
 _HEADERS_LIMIT = 1024
 #: Headers with a longer value (a token, a cookie) are read but not remembered.
 _HEADER_VALUE_KEPT = 512
 
 
-def header_items(headers: Any) -> tuple[tuple[str, str], ...] | list[tuple[str, str]]:
-    """``headers.multi_items()``, for less. httpx works out a new ``Headers``' encoding by
-    decoding every name and value to try, and then decodes them again; every request's
-    ``Headers`` is new. Text that is all ASCII reads the same in every encoding httpx may
-    choose (ASCII, UTF-8, ISO-8859-1), so it is decoded here once and remembered by its bytes;
-    anything else is left to httpx, and so is a ``Headers`` whose encoding was set. (This reads
-    httpx's private ``_encoding`` and ``_list``: if either changes shape, every request takes
-    httpx's way.) The pairs are the same strings every time: the records share them."""
+def _read(headers: Any) -> _Text | None:
+    """What ``headers`` read as, or None where httpx must read them itself.
+
+    httpx works out a new ``Headers``' encoding by decoding every name and value to try, and
+    then decodes them again; every request's ``Headers`` is new. Text that is all ASCII reads
+    the same in every encoding httpx may choose (ASCII, UTF-8, ISO-8859-1), so it is decoded
+    here once and remembered by its bytes; anything else is left to httpx, and so is a
+    ``Headers`` whose encoding was set. (This reads httpx's private ``_encoding`` and
+    ``_list``: if either changes shape, every request takes httpx's way.) The strings are the
+    same every time: the records share them."""
     if getattr(headers, "_encoding", "unknown") not in _DETECTED:
-        return headers.multi_items()  # type: ignore[no-any-return]  # an encoding was set
+        return None  # an encoding was set
     entries = getattr(headers, "_list", None)
     if entries.__class__ is not list:
-        return headers.multi_items()  # type: ignore[no-any-return]
+        return None
     key: _Entries = tuple(entries)
     known = _HEADERS.get(key)
     if known is not None:
@@ -59,7 +66,7 @@ def header_items(headers: Any) -> tuple[tuple[str, str], ...] | list[tuple[str, 
     keep = True
     for entry in key:
         if entry.__class__ is not tuple or len(entry) != 3:
-            return headers.multi_items()  # type: ignore[no-any-return]
+            return None
         _, name, value = entry
         if not (
             name.__class__ is bytes
@@ -67,15 +74,22 @@ def header_items(headers: Any) -> tuple[tuple[str, str], ...] | list[tuple[str, 
             and name.isascii()
             and value.isascii()
         ):
-            return headers.multi_items()  # type: ignore[no-any-return]
+            return None
         keep = keep and len(value) <= _HEADER_VALUE_KEPT
         items.append((intern(name.decode("ascii")), intern(value.decode("ascii"))))
-    found = tuple(items)
+    mapping = dict(items)
+    found = (tuple(items), mapping, headers_key(mapping))
     if keep:
         if len(_HEADERS) >= _HEADERS_LIMIT:
             _HEADERS.clear()
         _HEADERS[key] = found
     return found
+
+
+def header_items(headers: Any) -> Sequence[tuple[str, str]]:
+    """``headers.multi_items()``, for less (see ``_read``)."""
+    known = _read(headers)
+    return headers.multi_items() if known is None else known[0]
 
 
 def _written_matters(url: str) -> bool:
@@ -106,13 +120,15 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
         if written[3] is guard.scope and written[1] == sent.scheme and written[2] == sent.netloc:
             _WRITTEN.set(None)
             written_url = written[0]
+    known = _read(request.headers)
     _, stub = judge(
         guard,
         request.method,
         url,
-        headers=header_items(request.headers),
+        headers=request.headers.multi_items() if known is None else known[1],
         body=body,
         texts=True,
+        headers_key=None if known is None else known[2],
         client="httpx",
         written_url=written_url,
         callers=2,  # this function and send_single(_async)
