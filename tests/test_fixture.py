@@ -51,6 +51,39 @@ def test_stub_answers_requests_and_httpx_sync_and_async(suite: pytest.Pytester) 
     suite.runpytest().assert_outcomes(passed=2)
 
 
+def test_httpx_takes_a_stub_transport_only_while_a_stub_answers(suite: pytest.Pytester) -> None:
+    """The clients' transport lookup is patched when a stub first answers, takes the stub's
+    transport only while it does, and is put back when the session ends."""
+    import httpx
+
+    before = (httpx.Client._transport_for_url, httpx.AsyncClient._transport_for_url)
+    suite.makepyfile(
+        """
+        import asyncio, httpx, respx
+
+        def test_before_any_stub(outbound):
+            assert "pytest_outbound" not in httpx.Client._transport_for_url.__code__.co_filename
+
+        def test_stub(outbound):
+            outbound.stub("update-check", json={"from": "stub"})
+            assert httpx.get("https://octopus.com/api/check").json() == {"from": "stub"}
+
+        @respx.mock
+        def test_after_the_stub(outbound):
+            respx.get("https://octopus.com/api/check").respond(json={"from": "respx"})
+            assert httpx.get("https://octopus.com/api/check").json() == {"from": "respx"}
+
+            async def fetch():
+                async with httpx.AsyncClient() as client:
+                    return await client.get("https://octopus.com/api/check")
+
+            assert asyncio.run(fetch()).json() == {"from": "respx"}
+        """
+    )
+    suite.runpytest().assert_outcomes(passed=3)
+    assert (httpx.Client._transport_for_url, httpx.AsyncClient._transport_for_url) == before
+
+
 def test_stub_does_not_document_a_host(suite: pytest.Pytester) -> None:
     suite.makepyfile(
         """

@@ -146,8 +146,17 @@ def install(guard: Guard, patches: Patches) -> None:
     async_send = httpx.AsyncClient._send_single_request
     base_client: Any = httpx.Client.__mro__[1]  # httpx's BaseClient: build_request's own
     original_merge = base_client._merge_url
-    sync_transport = httpx.Client._transport_for_url
-    async_transport = httpx.AsyncClient._transport_for_url
+    transports: list[Any] = []  # the clients' own _transport_for_url, once a stub needs them
+
+    def stubbed() -> None:
+        """A stub answers a request, the session's first: from now on the clients take the
+        transport of the stub under way (``stub_transport``), if any. Patched only now, so
+        that suites without stubs do not pay for it on every request."""
+        if transports:
+            return
+        transports.extend([httpx.Client._transport_for_url, httpx.AsyncClient._transport_for_url])
+        patches.patch(httpx.Client, "_transport_for_url", transport_for_url)
+        patches.patch(httpx.AsyncClient, "_transport_for_url", async_transport_for_url)
 
     def send_single(self: httpx.Client, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
@@ -155,6 +164,7 @@ def install(guard: Guard, patches: Patches) -> None:
             # A streaming body is read once into a replayable ByteStream (httpx's own read()).
             stub = _judge(guard, request, request.read())
             if stub is not None:
+                stubbed()
                 token = stub_transport.set(stub.transport)
                 try:
                     return sync_send(self, request)
@@ -167,6 +177,7 @@ def install(guard: Guard, patches: Patches) -> None:
         if guard.active:
             stub = _judge(guard, request, await request.aread())
             if stub is not None:
+                stubbed()
                 token = stub_transport.set(stub.transport)
                 try:
                     return await async_send(self, request)
@@ -187,16 +198,14 @@ def install(guard: Guard, patches: Patches) -> None:
 
     def transport_for_url(self: httpx.Client, url: httpx.URL) -> httpx.BaseTransport:
         stub = stub_transport.get()
-        return stub if stub is not None else sync_transport(self, url)
+        return stub if stub is not None else transports[0](self, url)
 
     def async_transport_for_url(
         self: httpx.AsyncClient, url: httpx.URL
     ) -> httpx.AsyncBaseTransport:
         stub = stub_transport.get()
-        return stub if stub is not None else async_transport(self, url)
+        return stub if stub is not None else transports[1](self, url)
 
     patches.patch(httpx.Client, "_send_single_request", send_single)
     patches.patch(httpx.AsyncClient, "_send_single_request", send_single_async)
-    patches.patch(httpx.Client, "_transport_for_url", transport_for_url)
-    patches.patch(httpx.AsyncClient, "_transport_for_url", async_transport_for_url)
     patches.patch(base_client, "_merge_url", merge_url)
