@@ -14,6 +14,8 @@ import importlib
 
 import pytest
 from host_corpus import CASES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_outbound._decide import Context, Rules, decide
 from pytest_outbound._fields import extract_fields
@@ -660,6 +662,58 @@ def test_httpx_headers_read_as_httpx_reads_them(headers: list[tuple[str, object]
     chosen = httpx.Headers({"X-A": "a+AGE-"})
     chosen.encoding = "utf-7"
     assert header_items(chosen) == [("x-a", "aa")]
+
+
+_URL_PIECE = st.text("aZ09-._~%/:@!$&'()*+,;= \\", max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTPS"]),
+    userinfo=st.sampled_from(["", "user@", "u:p@", "a%40b@"]),
+    host=st.sampled_from(["octopus.com", "OCTOPUS.com", "127.0.0.1", "[::1]", "xn--bcher-kva.ch"]),
+    port=st.sampled_from(["", ":443", ":80", ":8080"]),
+    path=_URL_PIECE,
+    query=st.none() | _URL_PIECE,
+    fragment=st.none() | _URL_PIECE,
+)
+def test_httpx_url_text_is_str_of_the_url(
+    scheme: str,
+    userinfo: str,
+    host: str,
+    port: str,
+    path: str,
+    query: str | None,
+    fragment: str | None,
+) -> None:
+    """The text remembered for an httpx URL's parts is ``str`` of it, every time."""
+    import httpx
+
+    _httpx = importlib.import_module("pytest_outbound._interceptors._httpx")  # (see above)
+    _httpx._URL_PARTS_CLASS[:] = [type(httpx.URL("https://example.com/")._uri_reference)]
+    text = f"{scheme}://{userinfo}{host}{port}/{path}"
+    text += "" if query is None else f"?{query}"
+    text += "" if fragment is None else f"#{fragment}"
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        return
+    for again in (url, httpx.URL(text), url.copy_with()):  # the second time remembered
+        assert _httpx._url_text(again) == str(again)
+    other = url.copy_with(path="/other")
+    assert _httpx._url_text(other) == str(other)
+
+
+def test_httpx_url_text_of_another_shape_is_str() -> None:
+    _httpx = importlib.import_module("pytest_outbound._interceptors._httpx")
+
+    class URL:
+        _uri_reference = ("https", "", "octopus.com", None, "/", None, None)
+
+        def __str__(self) -> str:
+            return "from str"
+
+    assert _httpx._url_text(URL()) == "from str"
 
 
 def test_httpx_headers_of_another_shape_are_read_by_httpx() -> None:

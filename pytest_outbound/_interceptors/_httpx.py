@@ -109,8 +109,31 @@ def _written_matters(url: str) -> bool:
     return matters
 
 
+#: httpx's parsed URL (a named tuple of its parts) -> its text, for URLs sent again and again:
+#: every request's URL is parsed anew, and made text again by ``str``.
+_URL_TEXT: dict[Any, str] = {}
+_URL_TEXT_LIMIT = 4096
+_URL_PARTS_CLASS: list[type] = []  # httpx's class of them, once known (``install``)
+
+
+def _url_text(url: Any) -> str:
+    """``str(url)`` of an ``httpx.URL``, remembered by its parts (httpx's private
+    ``_uri_reference``: if it changes, ``str`` it is)."""
+    parts = getattr(url, "_uri_reference", None)
+    if parts.__class__ not in _URL_PARTS_CLASS:
+        return str(url)
+    text = _URL_TEXT.get(parts)
+    if text is None:
+        text = str(url)
+        if len(text) <= _MATTERS_LENGTH:
+            if len(_URL_TEXT) >= _URL_TEXT_LIMIT:
+                _URL_TEXT.clear()
+            _URL_TEXT[parts] = text
+    return text
+
+
 def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
-    url = str(request.url)
+    url = _url_text(request.url)
     written_url = None
     written = _WRITTEN.get()
     if written is not None:
@@ -138,6 +161,11 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
 
 def install(guard: Guard, patches: Patches) -> None:
     import httpx
+
+    if not _URL_PARTS_CLASS:
+        parts = getattr(httpx.URL("https://example.com/"), "_uri_reference", None)
+        if isinstance(parts, tuple):  # a named tuple: hashed and compared by its parts
+            _URL_PARTS_CLASS.append(type(parts))
 
     stub_transport: contextvars.ContextVar[httpx.MockTransport | None] = contextvars.ContextVar(
         "outbound_stub_transport", default=None
