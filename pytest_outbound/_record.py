@@ -63,7 +63,7 @@ class OutboundRequest:
     #: Set when offline mode forbids any real connection (the socket/DNS backstop).
     offline: bool = field(default=False, repr=False)
     #: ``headers_key(headers)``, when the interceptor knew it already (``decide``'s memo).
-    _headers_key: HeadersKey | None = field(default=None, repr=False, compare=False)
+    _headers_key: HeadersKey | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def allowed(self) -> bool:

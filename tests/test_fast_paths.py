@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib
+from pathlib import Path
 
 import pytest
 from host_corpus import CASES
@@ -272,10 +273,21 @@ def test_written(outbound, client, monkeypatch):
 
 
 HTTPX_WRITTEN = """
-import asyncio
+import asyncio, concurrent.futures
 import httpx, pytest, respx
 
-WRITTEN = "https://octopus.com\\\\@evil.com/"
+# httpx sends it to octopus.com (user "evil.com%5C"): judged as written, ambiguous-host
+WRITTEN = "https://evil.com\\\\@octopus.com/"
+OK = "https://octopus.com/ok"
+
+
+def judged(outbound):
+    return [(r.url, r.verdict) for r in outbound.requests]
+
+
+@pytest.fixture(scope="module")
+def built_early():
+    return httpx.Client().build_request("GET", WRITTEN)  # built outside the test
 
 
 @respx.mock
@@ -285,39 +297,98 @@ def test_base_url_and_params(outbound):
     with httpx.Client(base_url="https://octopus.com/api", params={"k": "v"}) as client:
         client.get("/items")  # relative: merged with the base, and judged as sent
         client.get("v2/items", params={"p": "1"})
-        assert [r.url for r in outbound.requests] == [
-            "https://octopus.com/api/items?k=v",
-            "https://octopus.com/api/v2/items?k=v&p=1",
-        ]
-        assert [r.verdict for r in outbound.requests] == ["allowed", "allowed"]
-        client.get(WRITTEN, params={"p": "1"})  # absolute: judged as written, params or not
-        assert (outbound.requests[-1].url, outbound.requests[-1].reasons) == (
-            WRITTEN,
-            ["ambiguous-host"],
-        )
-        client.get("https://octopus.com/ok")  # nothing of it is left for the next request
-        assert outbound.requests[-1].verdict == "allowed"
+        client.get(WRITTEN, params={"p": "1"})  # absolute: as written, params or not
+        client.get(OK)
+    assert judged(outbound) == [
+        ("https://octopus.com/api/items?k=v", "allowed"),
+        ("https://octopus.com/api/v2/items?k=v&p=1", "allowed"),
+        (WRITTEN, "violation"),
+        ("https://octopus.com/ok?k=v", "allowed"),
+    ]
+    assert outbound.requests[2].reasons == ["ambiguous-host"]
 
-    async def main():
-        async with httpx.AsyncClient(base_url="https://octopus.com") as client:
-            await client.get("/async")
-            await client.get(WRITTEN)
 
-    asyncio.run(main())
-    assert [(r.url, r.verdict) for r in outbound.requests[-2:]] == [
-        ("https://octopus.com/async", "allowed"),
+@respx.mock
+@pytest.mark.outbound_only("octopus.com")
+def test_the_written_url_goes_with_its_request(outbound, built_early):
+    respx.route().respond(200)
+    with httpx.Client() as client:
+        never_sent = client.build_request("GET", WRITTEN)
+        client.get(OK)  # the same host, after a request built and never sent
+        first = client.build_request("GET", "https://a\\\\@octopus.com/1")
+        second = client.build_request("GET", "https://b\\\\@octopus.com/2")
+        client.send(second)
+        client.send(first)
+        client.send(first)  # sent again: judged again as written
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(client.send, never_sent).result()  # from another thread
+        client.send(built_early)  # built in a fixture, outside the test
+    assert judged(outbound) == [
+        (OK, "allowed"),
+        ("https://b\\\\@octopus.com/2", "violation"),
+        ("https://a\\\\@octopus.com/1", "violation"),
+        ("https://a\\\\@octopus.com/1", "violation"),
+        (WRITTEN, "violation"),
         (WRITTEN, "violation"),
     ]
 
 
 @respx.mock
 @pytest.mark.outbound_only("octopus.com")
-def test_built_and_not_sent(outbound):
+def test_hooks_tasks_and_auth(outbound):
     respx.route().respond(200)
+
+    def refuse(request):
+        raise RuntimeError("hook")
+
+    with httpx.Client(event_hooks={"request": [refuse]}) as client:
+        with pytest.raises(RuntimeError):
+            client.get(WRITTEN)  # refused by the hook before it is judged
     with httpx.Client() as client:
-        client.build_request("GET", WRITTEN)  # never sent
-        client.get("https://octopus.com/")  # another authority: judged as sent
-        assert outbound.requests[-1].verdict == "allowed"
+        client.get(OK)
+
+    async def main():
+        async with httpx.AsyncClient(base_url="https://octopus.com") as client:
+            await client.get("/async")
+            request = client.build_request("GET", WRITTEN)
+            await asyncio.create_task(client.send(request))  # sent in a task
+            await client.get(OK)
+
+    asyncio.run(main())
+    assert judged(outbound) == [
+        (OK, "allowed"),
+        ("https://octopus.com/async", "allowed"),
+        (WRITTEN, "violation"),
+        (OK, "allowed"),
+    ]
+
+
+@pytest.mark.outbound_only("octopus.com")
+def test_each_hop(outbound):
+    answers = []
+
+    def digest(request):
+        answers.append(request)
+        if len(answers) == 1:
+            challenge = 'Digest realm="r", nonce="n", qop="auth"'
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return httpx.Response(200)
+
+    with respx.mock:
+        respx.route().mock(side_effect=digest)
+        with httpx.Client(auth=httpx.DigestAuth("u", "p")) as client:
+            client.get(WRITTEN)  # the request again, with its credentials: as written
+    with respx.mock:
+        respx.get("https://octopus.com/").respond(302, headers={"Location": "/next"})
+        respx.get("https://octopus.com/next").respond(200)
+        with httpx.Client(follow_redirects=True) as client:
+            client.get(WRITTEN)  # the redirect hop is judged as sent
+    assert judged(outbound) == [
+        (WRITTEN, "violation"),
+        (WRITTEN, "violation"),
+        (WRITTEN, "violation"),
+        ("https://evil.com%5C@octopus.com/next", "allowed"),
+    ]
 """
 
 
@@ -325,10 +396,31 @@ def test_httpx_judges_relative_urls_as_sent_and_ambiguous_ones_as_written(
     pytester: pytest.Pytester,
 ) -> None:
     """httpx: a client's ``base_url`` makes a relative URL whole (judged as sent); an absolute
-    URL whose host is ambiguous is judged as written, with the client's params or not."""
+    URL whose host is ambiguous is judged as written, with the client's params or not. The
+    written URL goes with its request: sent again, from another thread or task, or after
+    other requests were built; never to another request, nor to a redirect hop."""
     pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
     pytester.makepyfile(test_httpx_written=HTTPX_WRITTEN)
-    pytester.runpytest("-q").assert_outcomes(passed=2)
+    pytester.runpytest("-q").assert_outcomes(passed=4)
+
+
+def test_httpx_without_its_url_internals_wraps_build_request(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where httpx's parsed URL cannot carry the written URL, ``build_request`` is wrapped
+    instead, and every case above is judged the same."""
+    _httpx = importlib.import_module("pytest_outbound._interceptors._httpx")
+    monkeypatch.setattr(_httpx, "_URL_PARTS_CLASS", [])
+    monkeypatch.setattr(_httpx, "_MARKED_CLASS", [])
+    monkeypatch.setattr(_httpx, "_marked_class", lambda parts_class: None)
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makepyfile(
+        test_httpx_written=HTTPX_WRITTEN
+        + "\n\ndef test_wrapped():\n"
+        + "    assert 'pytest_outbound' in httpx.Client.build_request.__code__.co_filename\n"
+    )
+    pytester.runpytest_inprocess("-q").assert_outcomes(passed=5)
+    assert _httpx._MARKED_CLASS == []
 
 
 HTTPX_HEADERS = """
@@ -699,9 +791,37 @@ def test_httpx_url_text_is_str_of_the_url(
     except httpx.InvalidURL:
         return
     for again in (url, httpx.URL(text), url.copy_with()):  # the second time remembered
-        assert _httpx._url_text(again) == str(again)
+        assert _httpx._url_text(again) == (str(again), None)
     other = url.copy_with(path="/other")
-    assert _httpx._url_text(other) == str(other)
+    assert _httpx._url_text(other) == (str(other), None)
+
+
+def test_httpx_url_internals_are_found_at_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installing the httpx interceptor finds httpx's class of parsed URLs, and makes the one
+    that carries a URL as written: the URL text's shortcut and ``_merge_url`` rely on them."""
+    import httpx
+
+    from pytest_outbound._guard import Guard
+    from pytest_outbound._interceptors import Patches
+
+    _httpx = importlib.import_module("pytest_outbound._interceptors._httpx")
+    monkeypatch.setattr(_httpx, "_URL_PARTS_CLASS", [])
+    monkeypatch.setattr(_httpx, "_MARKED_CLASS", [])
+    guard = Guard(mode="audit", context=Context(Rules(Policy())), rootpath=Path(), body_limit=64)
+    patches = Patches()
+    _httpx.install(guard, patches)
+    try:
+        parsed = type(httpx.URL("https://octopus.com/")._uri_reference)
+        assert [parsed] == _httpx._URL_PARTS_CLASS
+        [marked] = _httpx._MARKED_CLASS
+        assert issubclass(marked, parsed)
+        client = httpx.Client(params={"k": "v"})
+        request = client.build_request("GET", "https://a\\@octopus.com/", params={"p": "1"})
+        assert _httpx._url_text(request.url) == (str(request.url), "https://a\\@octopus.com/")
+        plain = client.build_request("GET", "https://octopus.com/")
+        assert _httpx._url_text(plain.url) == (str(plain.url), None)
+    finally:
+        patches.undo()
 
 
 def test_httpx_url_text_of_another_shape_is_str() -> None:
@@ -713,7 +833,7 @@ def test_httpx_url_text_of_another_shape_is_str() -> None:
         def __str__(self) -> str:
             return "from str"
 
-    assert _httpx._url_text(URL()) == "from str"
+    assert _httpx._url_text(URL()) == ("from str", None)
 
 
 def test_httpx_headers_of_another_shape_are_read_by_httpx() -> None:
@@ -766,6 +886,25 @@ def test_remembered_judgements_read_header_names_and_order_and_set_templates() -
         record = build_request("GET", "https://templated.example/v/42", client="requests")
         assert decide(record, context).allowed
         assert record.field_values().values == {"id": ("42",)}
+
+
+def test_a_headers_key_given_is_not_carried_to_a_changed_copy() -> None:
+    """The memo key an interceptor hands over belongs to the record it was built with: a copy
+    made with other headers (``dataclasses.replace``) is judged by its own."""
+    import dataclasses
+
+    from pytest_outbound._sensitive import SensitiveScanner, SensitiveValue
+
+    scanner = SensitiveScanner([SensitiveValue("token", "s3cr3t-build-token")])
+    context = Context(Rules(Policy(allowed=("octopus.com",)), scanner))
+    headers = {"accept": "*/*"}
+    key = (tuple(headers), tuple(headers.values()))
+    record = build_request(
+        "GET", "https://octopus.com/", headers=headers, texts=True, headers_key=key, client="httpx"
+    )
+    assert decide(record, context).allowed
+    leaking = dataclasses.replace(record, headers={"x-build": "s3cr3t-build-token"})
+    assert decide(leaking, context).reasons == ("sensitive:token",)
 
 
 def test_min_interval_detail_keeps_its_place_among_several_payload_details() -> None:

@@ -52,8 +52,8 @@ def test_stub_answers_requests_and_httpx_sync_and_async(suite: pytest.Pytester) 
 
 
 def test_httpx_takes_a_stub_transport_only_while_a_stub_answers(suite: pytest.Pytester) -> None:
-    """The clients' transport lookup is patched when a stub first answers, takes the stub's
-    transport only while it does, and is put back when the session ends."""
+    """The clients' transport lookup hands out a stub's transport only while the stub
+    answers, whatever a test patched over it meanwhile, and is put back after the session."""
     import httpx
 
     before = (httpx.Client._transport_for_url, httpx.AsyncClient._transport_for_url)
@@ -61,15 +61,20 @@ def test_httpx_takes_a_stub_transport_only_while_a_stub_answers(suite: pytest.Py
         """
         import asyncio, httpx, respx
 
-        def test_before_any_stub(outbound):
-            assert "pytest_outbound" not in httpx.Client._transport_for_url.__code__.co_filename
-
-        def test_stub(outbound):
+        def test_stub_under_a_monkeypatch(outbound, monkeypatch):
+            original = httpx.Client._transport_for_url
+            monkeypatch.setattr(httpx.Client, "_transport_for_url", lambda s, u: original(s, u))
             outbound.stub("update-check", json={"from": "stub"})
             assert httpx.get("https://octopus.com/api/check").json() == {"from": "stub"}
 
         @respx.mock
-        def test_after_the_stub(outbound):
+        def test_stub_after_it(outbound):
+            respx.get("https://octopus.com/api/check").respond(json={"from": "respx"})
+            outbound.stub("update-check", json={"from": "stub"})
+            assert httpx.get("https://octopus.com/api/check").json() == {"from": "stub"}
+
+        @respx.mock
+        def test_no_stub(outbound):
             respx.get("https://octopus.com/api/check").respond(json={"from": "respx"})
             assert httpx.get("https://octopus.com/api/check").json() == {"from": "respx"}
 

@@ -1,5 +1,14 @@
 """httpx: judged in ``Client._send_single_request`` (sync and async), once per hop, above
-respx and pytest-httpx (which mock the transport below it)."""
+respx and pytest-httpx (which mock the transport below it).
+
+The URL as written matters when its host is ambiguous (see ``ambiguous``): httpx normalises
+it before it is sent. It is caught in ``BaseClient._merge_url`` (``build_request``'s first
+step, one argument to pass on where ``build_request`` has a dozen) and travels with the
+request: its parsed URL (httpx's private ``_uri_reference``, a named tuple) is replaced by an
+equal one that carries the written text (``_marked_class``). A request sent again carries it
+again; a redirect hop, parsed from text, does not. Where httpx's URL is not built that way,
+``build_request`` is wrapped instead and the written URL kept in the request's extensions.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +24,9 @@ from pytest_outbound._record import HeadersKey, headers_key
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
 
-#: An ambiguous URL as written (see ``ambiguous``), from ``_merge_url`` to the sending of the
-#: request built from it: (written, scheme and authority as httpx made them, the test's scope).
-_WRITTEN: contextvars.ContextVar[tuple[str, str, bytes, object] | None] = contextvars.ContextVar(
-    "outbound_httpx_written_url", default=None
-)
+#: The request extension holding (URL as written, URL as built), where ``build_request`` is
+#: wrapped (httpx's URL parts are not as ``_marked_class`` expects).
+_WRITTEN_EXTENSION = "outbound_written_url"
 #: URL as written -> whether it must be remembered (``_written_matters``).
 _MATTERS: dict[str, bool] = {}
 _MATTERS_LIMIT = 4096
@@ -113,15 +120,50 @@ def _written_matters(url: str) -> bool:
 #: every request's URL is parsed anew, and made text again by ``str``.
 _URL_TEXT: dict[Any, str] = {}
 _URL_TEXT_LIMIT = 4096
-_URL_PARTS_CLASS: list[type] = []  # httpx's class of them, once known (``install``)
+#: httpx's class of parsed URLs, and the subclass that carries a URL as written (``install``;
+#: empty where httpx's URLs are not built as expected).
+_URL_PARTS_CLASS: list[type] = []
+_MARKED_CLASS: list[type] = []
 
 
-def _url_text(url: Any) -> str:
-    """``str(url)`` of an ``httpx.URL``, remembered by its parts (httpx's private
-    ``_uri_reference``: if it changes, ``str`` it is)."""
-    parts = getattr(url, "_uri_reference", None)
+def _marked_class(parts_class: type) -> type | None:
+    """A subclass of httpx's parsed URL that carries the URL as written (``written``), or None
+    where the class is not the named tuple with ``copy_with`` this expects. Equal parts are
+    equal URLs: httpx reads it as any other. ``copy_with`` is how httpx adds a request's params
+    to its URL; the copy is marked too, any other change of the URL drops the mark."""
+    if not (issubclass(parts_class, tuple) and callable(getattr(parts_class, "copy_with", None))):
+        return None
+
+    class Written(parts_class):  # type: ignore[misc]
+        written = ""
+
+        def copy_with(self, **kwargs: Any) -> Any:
+            copied = super().copy_with(**kwargs)
+            if copied is self or set(kwargs) - {"query"}:
+                return copied
+            return _mark(copied, self.written)
+
+    Written.__qualname__ = f"{parts_class.__qualname__}Written"
+    return Written
+
+
+def _mark(parts: Any, written: str) -> Any:
+    """``parts`` as the marked class, carrying ``written``."""
+    marked: Any = tuple.__new__(_MARKED_CLASS[0], parts)
+    marked.written = written
+    return marked
+
+
+def _url_text(url: Any) -> tuple[str, str | None]:
+    """``str(url)`` of an ``httpx.URL`` and the URL as written it carries (None: judge it as
+    sent). The text is remembered by the URL's parts (if their class is not httpx's, ``str``
+    it is, every time)."""
+    parts: Any = getattr(url, "_uri_reference", None)
     if parts.__class__ not in _URL_PARTS_CLASS:
-        return str(url)
+        written: str | None = (
+            getattr(parts, "written", None) if parts.__class__ in _MARKED_CLASS else None
+        )
+        return str(url), written
     text = _URL_TEXT.get(parts)
     if text is None:
         text = str(url)
@@ -129,20 +171,15 @@ def _url_text(url: Any) -> str:
             if len(_URL_TEXT) >= _URL_TEXT_LIMIT:
                 _URL_TEXT.clear()
             _URL_TEXT[parts] = text
-    return text
+    return text, None
 
 
 def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
-    url = _url_text(request.url)
-    written_url = None
-    written = _WRITTEN.get()
-    if written is not None:
-        # Only for the request built from it, in the same test: its scheme and authority are
-        # what httpx made of the written URL (a redirect hop comes after it was taken).
-        sent = request.url
-        if written[3] is guard.scope and written[1] == sent.scheme and written[2] == sent.netloc:
-            _WRITTEN.set(None)
-            written_url = written[0]
+    url, written_url = _url_text(request.url)
+    if not _MARKED_CLASS:  # ``build_request`` is wrapped: the written URL is an extension
+        written = request.extensions.get(_WRITTEN_EXTENSION)
+        # only for the request built from it: a redirect hop inherits extensions, not the URL
+        written_url = written[0] if written and written[1] == url else None
     known = _read(request.headers)
     _, stub = judge(
         guard,
@@ -166,6 +203,9 @@ def install(guard: Guard, patches: Patches) -> None:
         parts = getattr(httpx.URL("https://example.com/"), "_uri_reference", None)
         if isinstance(parts, tuple):  # a named tuple: hashed and compared by its parts
             _URL_PARTS_CLASS.append(type(parts))
+            marked = _marked_class(type(parts))
+            if marked is not None:
+                _MARKED_CLASS.append(marked)
 
     stub_transport: contextvars.ContextVar[httpx.MockTransport | None] = contextvars.ContextVar(
         "outbound_stub_transport", default=None
@@ -174,17 +214,9 @@ def install(guard: Guard, patches: Patches) -> None:
     async_send = httpx.AsyncClient._send_single_request
     base_client: Any = httpx.Client.__mro__[1]  # httpx's BaseClient: build_request's own
     original_merge = base_client._merge_url
-    transports: list[Any] = []  # the clients' own _transport_for_url, once a stub needs them
-
-    def stubbed() -> None:
-        """A stub answers a request, the session's first: from now on the clients take the
-        transport of the stub under way (``stub_transport``), if any. Patched only now, so
-        that suites without stubs do not pay for it on every request."""
-        if transports:
-            return
-        transports.extend([httpx.Client._transport_for_url, httpx.AsyncClient._transport_for_url])
-        patches.patch(httpx.Client, "_transport_for_url", transport_for_url)
-        patches.patch(httpx.AsyncClient, "_transport_for_url", async_transport_for_url)
+    original_build = base_client.build_request
+    sync_transport = httpx.Client._transport_for_url
+    async_transport = httpx.AsyncClient._transport_for_url
 
     def send_single(self: httpx.Client, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
@@ -192,7 +224,6 @@ def install(guard: Guard, patches: Patches) -> None:
             # A streaming body is read once into a replayable ByteStream (httpx's own read()).
             stub = _judge(guard, request, request.read())
             if stub is not None:
-                stubbed()
                 token = stub_transport.set(stub.transport)
                 try:
                     return sync_send(self, request)
@@ -205,7 +236,6 @@ def install(guard: Guard, patches: Patches) -> None:
         if guard.active:
             stub = _judge(guard, request, await request.aread())
             if stub is not None:
-                stubbed()
                 token = stub_transport.set(stub.transport)
                 try:
                     return await async_send(self, request)
@@ -214,26 +244,42 @@ def install(guard: Guard, patches: Patches) -> None:
         return await async_send(self, request)
 
     def merge_url(self: Any, url: Any) -> httpx.URL:
-        """``build_request``'s first step (wrapped here rather than it: it takes a dozen keyword
-        arguments, and passing them on cost more than all the rest of this wrapper)."""
+        """``build_request``'s first step: the merged URL carries the URL as written when it
+        matters (see the module's docstring)."""
         merged: httpx.URL = original_merge(self, url)
         matters = _MATTERS.get(url) if url.__class__ is str else None
         if matters is None:
             matters = isinstance(url, str) and _written_matters(url)
-        if matters and url != str(merged):
-            _WRITTEN.set((url, merged.scheme, merged.netloc, guard.scope))
+        if matters:
+            parts = getattr(merged, "_uri_reference", None)
+            if parts.__class__ in _URL_PARTS_CLASS and url != str(merged):
+                merged._uri_reference = _mark(parts, url)
         return merged
+
+    def build_request(self: Any, method: str, url: Any, **kwargs: Any) -> httpx.Request:
+        """Where the parsed URL cannot carry it: the URL as written, in the extensions."""
+        request: httpx.Request = original_build(self, method, url, **kwargs)
+        if isinstance(url, str) and _written_matters(url):
+            sent = str(request.url)
+            if url != sent:
+                request.extensions = {**request.extensions, _WRITTEN_EXTENSION: (url, sent)}
+        return request
 
     def transport_for_url(self: httpx.Client, url: httpx.URL) -> httpx.BaseTransport:
         stub = stub_transport.get()
-        return stub if stub is not None else transports[0](self, url)
+        return stub if stub is not None else sync_transport(self, url)
 
     def async_transport_for_url(
         self: httpx.AsyncClient, url: httpx.URL
     ) -> httpx.AsyncBaseTransport:
         stub = stub_transport.get()
-        return stub if stub is not None else transports[1](self, url)
+        return stub if stub is not None else async_transport(self, url)
 
     patches.patch(httpx.Client, "_send_single_request", send_single)
     patches.patch(httpx.AsyncClient, "_send_single_request", send_single_async)
-    patches.patch(base_client, "_merge_url", merge_url)
+    patches.patch(httpx.Client, "_transport_for_url", transport_for_url)
+    patches.patch(httpx.AsyncClient, "_transport_for_url", async_transport_for_url)
+    if _MARKED_CLASS:
+        patches.patch(base_client, "_merge_url", merge_url)
+    else:
+        patches.patch(base_client, "build_request", build_request)
