@@ -383,11 +383,46 @@ def test_each_hop(outbound):
         respx.get("https://octopus.com/next").respond(200)
         with httpx.Client(follow_redirects=True) as client:
             client.get(WRITTEN)  # the redirect hop is judged as sent
+    with respx.mock:
+        again = [httpx.Response(302, headers={"Location": "/"}), httpx.Response(200)]
+        respx.get("https://octopus.com/").mock(side_effect=again)
+        with httpx.Client(follow_redirects=True) as client:
+            client.get(WRITTEN)  # to the same URL: the hop is a new request, judged as sent
     assert judged(outbound) == [
         (WRITTEN, "violation"),
         (WRITTEN, "violation"),
         (WRITTEN, "violation"),
         ("https://evil.com%5C@octopus.com/next", "allowed"),
+        (WRITTEN, "violation"),
+        ("https://evil.com%5C@octopus.com/", "allowed"),
+    ]
+
+
+@respx.mock
+@pytest.mark.outbound_only("octopus.com")
+def test_urls_made_from_a_sent_one(outbound):
+    import pickle
+
+    respx.route().respond(200)
+    with httpx.Client() as client:
+        sent = client.get(WRITTEN).request
+        made = [
+            sent.url,
+            sent.url.copy_set_param("page", "2"),
+            sent.url.copy_with(path="/other"),
+            httpx.URL(sent.url),
+        ]
+        for url in made:  # new requests: judged as sent, never as the written URL
+            client.get(url)
+        client.send(httpx.Request("GET", sent.url))
+        again = pickle.loads(pickle.dumps(sent))  # httpx's requests pickle; the mark does not
+        assert again.url == sent.url
+        client.send(sent)
+    assert judged(outbound) == [
+        (WRITTEN, "violation"),
+        *[(str(url), "allowed") for url in made],
+        (str(sent.url), "allowed"),
+        (WRITTEN, "violation"),
     ]
 """
 
@@ -401,7 +436,7 @@ def test_httpx_judges_relative_urls_as_sent_and_ambiguous_ones_as_written(
     other requests were built; never to another request, nor to a redirect hop."""
     pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
     pytester.makepyfile(test_httpx_written=HTTPX_WRITTEN)
-    pytester.runpytest("-q").assert_outcomes(passed=4)
+    pytester.runpytest("-q").assert_outcomes(passed=5)
 
 
 def test_httpx_without_its_url_internals_wraps_build_request(
@@ -419,7 +454,7 @@ def test_httpx_without_its_url_internals_wraps_build_request(
         + "\n\ndef test_wrapped():\n"
         + "    assert 'pytest_outbound' in httpx.Client.build_request.__code__.co_filename\n"
     )
-    pytester.runpytest_inprocess("-q").assert_outcomes(passed=5)
+    pytester.runpytest_inprocess("-q").assert_outcomes(passed=6)
     assert _httpx._MARKED_CLASS == []
 
 

@@ -6,13 +6,15 @@ it before it is sent. It is caught in ``BaseClient._merge_url`` (``build_request
 step, one argument to pass on where ``build_request`` has a dozen) and travels with the
 request: its parsed URL (httpx's private ``_uri_reference``, a named tuple) is replaced by an
 equal one that carries the written text (``_marked_class``). A request sent again carries it
-again; a redirect hop, parsed from text, does not. Where httpx's URL is not built that way,
-``build_request`` is wrapped instead and the written URL kept in the request's extensions.
+again; a redirect hop, or a request built anew from its URL, does not. Where httpx's URL is
+not built that way, ``build_request`` is wrapped instead and the written URL kept in the
+request's extensions.
 """
 
 from __future__ import annotations
 
 import contextvars
+import weakref
 from collections.abc import Sequence
 from sys import intern
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -24,8 +26,9 @@ from pytest_outbound._record import HeadersKey, headers_key
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
 
-#: The request extension holding (URL as written, URL as built), where ``build_request`` is
-#: wrapped (httpx's URL parts are not as ``_marked_class`` expects).
+#: The request extension holding (URL as written, a weak reference to the request built with
+#: it), where ``build_request`` is wrapped (httpx's URL parts are not as ``_marked_class``
+#: expects).
 _WRITTEN_EXTENSION = "outbound_written_url"
 #: URL as written -> whether it must be remembered (``_written_matters``).
 _MATTERS: dict[str, bool] = {}
@@ -129,28 +132,38 @@ _MARKED_CLASS: list[type] = []
 def _marked_class(parts_class: type) -> type | None:
     """A subclass of httpx's parsed URL that carries the URL as written (``written``), or None
     where the class is not the named tuple with ``copy_with`` this expects. Equal parts are
-    equal URLs: httpx reads it as any other. ``copy_with`` is how httpx adds a request's params
-    to its URL; the copy is marked too, any other change of the URL drops the mark."""
+    equal URLs: httpx reads it as any other.
+
+    ``_merge_url`` marks its URL ``pending``; ``Request`` copies it (``copy_with``, with the
+    request's params as a new query, if any) and that copy, the request's own URL, is marked
+    for good. Any URL made from either afterwards is httpx's plain kind: a request built anew
+    from a sent request's URL is judged as sent, like any other."""
     if not (issubclass(parts_class, tuple) and callable(getattr(parts_class, "copy_with", None))):
         return None
 
     class Written(parts_class):  # type: ignore[misc]
         written = ""
+        pending = False
 
         def copy_with(self, **kwargs: Any) -> Any:
             copied = super().copy_with(**kwargs)
-            if copied is self or set(kwargs) - {"query"}:
-                return copied
-            return _mark(copied, self.written)
+            if self.pending and not set(kwargs) - {"query"}:
+                return _mark(copied, self.written)  # the request's own URL
+            return tuple.__new__(parts_class, copied)
+
+        def __reduce__(self) -> Any:  # pickled as httpx's own kind (the mark stays behind)
+            return parts_class, tuple(self)
 
     Written.__qualname__ = f"{parts_class.__qualname__}Written"
     return Written
 
 
-def _mark(parts: Any, written: str) -> Any:
+def _mark(parts: Any, written: str, *, pending: bool = False) -> Any:
     """``parts`` as the marked class, carrying ``written``."""
     marked: Any = tuple.__new__(_MARKED_CLASS[0], parts)
     marked.written = written
+    if pending:
+        marked.pending = True
     return marked
 
 
@@ -163,7 +176,7 @@ def _url_text(url: Any) -> tuple[str, str | None]:
         written: str | None = (
             getattr(parts, "written", None) if parts.__class__ in _MARKED_CLASS else None
         )
-        return str(url), written
+        return str(url), written or None
     text = _URL_TEXT.get(parts)
     if text is None:
         text = str(url)
@@ -178,8 +191,8 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
     url, written_url = _url_text(request.url)
     if not _MARKED_CLASS:  # ``build_request`` is wrapped: the written URL is an extension
         written = request.extensions.get(_WRITTEN_EXTENSION)
-        # only for the request built from it: a redirect hop inherits extensions, not the URL
-        written_url = written[0] if written and written[1] == url else None
+        # only for the request built with it: a redirect hop inherits the extensions
+        written_url = written[0] if written and written[1]() is request else None
     known = _read(request.headers)
     _, stub = judge(
         guard,
@@ -253,16 +266,15 @@ def install(guard: Guard, patches: Patches) -> None:
         if matters:
             parts = getattr(merged, "_uri_reference", None)
             if parts.__class__ in _URL_PARTS_CLASS and url != str(merged):
-                merged._uri_reference = _mark(parts, url)
+                merged._uri_reference = _mark(parts, url, pending=True)
         return merged
 
     def build_request(self: Any, method: str, url: Any, **kwargs: Any) -> httpx.Request:
         """Where the parsed URL cannot carry it: the URL as written, in the extensions."""
         request: httpx.Request = original_build(self, method, url, **kwargs)
-        if isinstance(url, str) and _written_matters(url):
-            sent = str(request.url)
-            if url != sent:
-                request.extensions = {**request.extensions, _WRITTEN_EXTENSION: (url, sent)}
+        if isinstance(url, str) and _written_matters(url) and url != str(request.url):
+            written = (url, weakref.ref(request))
+            request.extensions = {**request.extensions, _WRITTEN_EXTENSION: written}
         return request
 
     def transport_for_url(self: httpx.Client, url: httpx.URL) -> httpx.BaseTransport:
