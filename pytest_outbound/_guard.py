@@ -196,8 +196,7 @@ class Guard:
         request.destination = destination
         if not verdict.allowed:  # the record was made allowed, with no reasons
             request.verdict = VIOLATION
-            request.reasons = list(verdict.reasons)
-        elif verdict.reasons:
+        if verdict.reasons:
             request.reasons = list(verdict.reasons)
         if scope is not None:
             request.nodeid = scope.nodeid

@@ -123,6 +123,7 @@ def _written_matters(url: str) -> bool:
 #: every request's URL is parsed anew, and made text again by ``str``.
 _URL_TEXT: dict[Any, str] = {}
 _URL_TEXT_LIMIT = 4096
+_URL_TEXT_LENGTH = 2048  # a longer URL is seldom sent twice
 #: httpx's class of parsed URLs, and the subclass that carries a URL as written (``install``;
 #: empty where httpx's URLs are not built as expected).
 _URL_PARTS_CLASS: list[type] = []
@@ -180,7 +181,7 @@ def _url_text(url: Any) -> tuple[str, str | None]:
     text = _URL_TEXT.get(parts)
     if text is None:
         text = str(url)
-        if len(text) <= _MATTERS_LENGTH:
+        if len(text) <= _URL_TEXT_LENGTH:
             if len(_URL_TEXT) >= _URL_TEXT_LIMIT:
                 _URL_TEXT.clear()
             _URL_TEXT[parts] = text
