@@ -104,6 +104,10 @@ class Guard:
         #: Judges egress outside any test (collection, session fixtures, late threads).
         self.session_context = context
         self.scope: Scope | None = None
+        #: Called when ``scope`` is None while a fixture wider than a function may have
+        #: finished its setup since: it puts the test's scope back (the plugin's
+        #: ``_settle_fixtures``). None the rest of the time.
+        self.settle: Callable[[], object] | None = None
         self.outside_phase = "collect"
         self.records: list[OutboundRequest] = []
         self.outside_blocked: list[OutboundRequest] = []
@@ -166,6 +170,9 @@ class Guard:
             return False
         # ``_attribution``, inline: this runs for every request
         scope = self.scope
+        if scope is None and self.settle is not None:
+            self.settle()
+            scope = self.scope
         thread = threading.current_thread()
         origin: Scope | None = getattr(thread, self.origin_key, None)
         thread_name = thread.name
@@ -228,13 +235,19 @@ class Guard:
             self.outside_blocked.append(request)
         raise error
 
+    def current(self) -> Scope | None:
+        """The test whose egress this is now (``scope``, settled first)."""
+        if self.scope is None and self.settle is not None:
+            self.settle()
+        return self.scope
+
     def _attribution(self) -> tuple[Scope | None, bool]:
         """The test a request belongs to, and whether it came after that test was over.
 
         A thread started by a test is that test's, even when it fires after the test ended
         (late egress, reported against it with phase ``session``).
         """
-        scope = self.scope
+        scope = self.current()
         thread = threading.current_thread()
         origin: Scope | None = getattr(thread, self.origin_key, None)
         if origin is None or origin is scope or thread.name.startswith(_POOL_THREADS):
@@ -248,7 +261,7 @@ class Guard:
 
     def stub_for(self, request: OutboundRequest) -> Stub | None:
         """The first stub registered in this test that answers ``request``."""
-        scope = self.scope
+        scope = self.current()
         if scope is None or not scope.stubs:
             return None
         for stub in scope.stubs:

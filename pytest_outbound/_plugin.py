@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import functools
 import os
+import threading
 from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -366,6 +367,11 @@ class OutboundPlugin:
         self.problems: list[str] = []
         self.finished = False
         self._suspended: list[Scope | None] = []
+        #: Wide fixtures whose setup has begun and may not have ended (``pytest_fixture_setup``).
+        self._setting_up: list[pytest.FixtureDef[Any]] = []
+        self._setting_up_thread = 0
+        #: Each fixture definition set up so far: is it wider than a function?
+        self._wide: dict[pytest.FixtureDef[Any], bool] = {}
         self._default_contexts: dict[int, Context] = {}
         #: Each collected item's context, by id(item), until its setup takes it.
         self._contexts: dict[int, Context] = {}
@@ -510,21 +516,40 @@ class OutboundPlugin:
 
     # -- phases ----------------------------------------------------------------------------
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_fixture_setup(
-        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
-    ) -> Generator[None, object, object]:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any]) -> None:
         """A fixture wider than a function belongs to no one test: its egress (setup and
-        teardown) is the session's."""
-        if fixturedef.scope == "function":
-            return (yield)
+        teardown) is the session's.
+
+        A plain hook, not a wrapper: pluggy calls it for every fixture set up, three or more
+        per test in many suites, and a wrapper costs several times a plain call. So the end
+        of a wide fixture's setup is not seen as it happens: the fixture waits in
+        ``_setting_up`` until pytest has cached its value (or its error), which is looked at
+        whenever the test's scope is asked for while it is left (``Guard.current``: before a
+        request is judged, a thread started), and at the phase's end (``_settle_fixtures``)."""
+        wide = self._wide.get(fixturedef)
+        if wide is None:  # ``scope`` is an enum's value: a property, read once per fixture
+            wide = self._wide[fixturedef] = fixturedef.scope != "function"
+        if not wide:
+            return
         fixturedef.addfinalizer(self._enter_test_again)  # runs last: after its teardown
         self._leave_test()
-        try:
-            return (yield)
-        finally:
-            fixturedef.addfinalizer(self._leave_test)  # runs first: before its teardown
+        self._setting_up.append(fixturedef)
+        self._setting_up_thread = threading.get_ident()
+        self.guard.settle = self._settle_fixtures
+
+    def _settle_fixtures(self, ended: bool = False) -> None:
+        """The wide fixtures whose setup has ended (all of them when ``ended``, at a phase's
+        end): the test's scope again, and a finalizer that leaves it before their teardown.
+        Nested setups end last first."""
+        if threading.get_ident() != self._setting_up_thread:
+            return  # the guard asks from any thread; fixtures are set up in pytest's
+        pending = self._setting_up
+        while pending and (ended or pending[-1].cached_result is not None):
+            pending.pop().addfinalizer(self._leave_test)  # runs first: before its teardown
             self._enter_test_again()
+        if not pending:
+            self.guard.settle = None
 
     def _leave_test(self) -> None:
         self._suspended.append(self.guard.scope)
@@ -589,8 +614,12 @@ class OutboundPlugin:
         try:
             result = yield
         except BaseException as exc:
+            if self._setting_up:
+                self._settle_fixtures(ended=True)
             self._settle(item, scope, phase, exc)
             raise
+        if self._setting_up:
+            self._settle_fixtures(ended=True)
         self._settle(item, scope, phase, None)
         return result
 

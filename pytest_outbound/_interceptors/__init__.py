@@ -149,7 +149,7 @@ def _remember_thread_origins(guard: Guard, patches: Patches) -> None:
 
     def start(self: threading.Thread) -> None:
         key = guard.origin_key
-        setattr(self, key, guard.scope or getattr(threading.current_thread(), key, None))
+        setattr(self, key, guard.current() or getattr(threading.current_thread(), key, None))
         original_start(self)
 
     patches.patch(threading.Thread, "start", start)
