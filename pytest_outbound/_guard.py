@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from pytest_outbound._decide import DNS, SOCKET, Context, decide
 from pytest_outbound._errors import OutboundBlocked
 from pytest_outbound._hosts import is_local
-from pytest_outbound._messages import blocked_message
 from pytest_outbound._record import VIOLATION, OutboundRequest
 
 if TYPE_CHECKING:
@@ -223,6 +222,8 @@ class Guard:
             self._on_violation(request)
         if self.mode != ENFORCE:
             return True
+        from pytest_outbound._messages import blocked_message  # only for a blocked request
+
         error = OutboundBlocked(
             blocked_message(request, verdict, context),
             url=request.url,

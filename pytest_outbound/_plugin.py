@@ -14,32 +14,20 @@ import os
 import threading
 from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _pytest.nodes import Node
 
 from pytest_outbound import _hookspecs
-from pytest_outbound._children import ChildGuards
 from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
 from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._exit import watch as watch_exit
-from pytest_outbound._fixture import Outbound
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
 from pytest_outbound._interceptors import Installation
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
-from pytest_outbound._report import (
-    build_report,
-    destination_from_json,
-    destination_json,
-    request_from_json,
-    request_json,
-    summary_markdown,
-    write_report,
-    write_text_atomic,
-)
 from pytest_outbound._sensitive import (
     COMMON_WORDS,
     SensitiveScanner,
@@ -47,6 +35,15 @@ from pytest_outbound._sensitive import (
     machine_values,
 )
 from pytest_outbound._summary import destination_uses, summary_lines
+
+if TYPE_CHECKING:
+    from pytest_outbound._children import ChildGuards
+    from pytest_outbound._fixture import Outbound
+
+# Imported where they are used, not here: most runs never need them, and each module a plugin
+# imports is loaded through pytest's assertion-rewriting import hook, whose cached-bytecode read
+# costs several times a plain import's (_report and _children: a report file, xdist, child
+# processes; _fixture: the ``outbound`` fixture; _messages: a blocked request).
 
 MARKERS = {
     "outbound_allow": (
@@ -324,6 +321,8 @@ def outbound(request: pytest.FixtureRequest) -> Outbound:
             " (set outbound_mode = audit or enforce)",
             pytrace=False,
         )
+    from pytest_outbound._fixture import Outbound
+
     return Outbound(scope)
 
 
@@ -351,11 +350,11 @@ class OutboundPlugin:
             config.getoption("outbound_offline") or config.getini("outbound_offline")
         )
         self.installation = Installation(self.guard)
-        self.children = (
-            ChildGuards(self.guard, config.rootpath)
-            if config.getini("outbound_subprocess")
-            else None
-        )
+        self.children: ChildGuards | None = None
+        if config.getini("outbound_subprocess"):
+            from pytest_outbound._children import ChildGuards
+
+            self.children = ChildGuards(self.guard, config.rootpath)
         #: Filled on the controller from pytest-xdist workers (``pytest_testnodedown``).
         self.is_worker = hasattr(config, "workerinput")
         #: The process this session runs in (a forked child inherits the plugin).
@@ -691,6 +690,8 @@ class OutboundPlugin:
             self.workers[worker] = f"crashed: {error or 'it sent no data'}"
             return
         self.workers[worker] = "ok" if error is None else f"crashed: {error}"
+        from pytest_outbound._report import destination_from_json, request_from_json
+
         self.worker_records.extend(request_from_json(r) for r in data["records"])
         for raw in data["destinations"]:
             self.worker_destinations.setdefault(raw["name"], destination_from_json(raw))
@@ -702,6 +703,8 @@ class OutboundPlugin:
         if self.children is not None:
             self.children.update(None, "session")
         if self.is_worker:  # the controller reports; a worker hands its data over
+            from pytest_outbound._report import destination_json, request_json
+
             session.config.workeroutput["outbound"] = {  # type: ignore[attr-defined]
                 "records": [request_json(r) for r in self.guard.records],
                 "destinations": [destination_json(d) for d in self.destinations()],
@@ -713,6 +716,8 @@ class OutboundPlugin:
         self.problems = self._problems(destinations, records)
         report_path = self._report_path()
         if report_path:
+            from pytest_outbound._report import write_report
+
             write_report(report_path, self._build_report())
         if self.problems and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -721,10 +726,14 @@ class OutboundPlugin:
         """Requests made at interpreter exit: put them in the report too."""
         report_path = self._report_path()
         if report_path and self.finished:
+            from pytest_outbound._report import write_report
+
             write_report(report_path, self._build_report())
 
     def _build_report(self) -> dict[str, Any]:
         """The JSON report; built only when asked for (it costs about 1 KB per request)."""
+        from pytest_outbound._report import build_report
+
         return build_report(
             mode=self.mode,
             destinations=self.destinations(),
@@ -762,6 +771,7 @@ class OutboundPlugin:
         docs_path = self.config.getoption("outbound_docs")
         if check_path or docs_path:
             from pytest_outbound._docs import docs_diff, evidence_from_records, render_docs
+            from pytest_outbound._report import write_text_atomic
 
             page = render_docs(destinations, evidence_from_records(records))
             if check_path:
@@ -801,6 +811,8 @@ class OutboundPlugin:
                 write(line)
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary:
+            from pytest_outbound._report import summary_markdown
+
             with open(step_summary, "a", encoding="utf-8") as out:
                 out.write(summary_markdown(self._build_report()) + "\n")
 

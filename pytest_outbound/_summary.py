@@ -12,6 +12,8 @@ from pytest_outbound._record import OutboundRequest
 
 @dataclass(frozen=True)
 class DestinationUse:
+    """How often a documented destination was contacted, and by which tests."""
+
     destination: Destination
     count: int
     tests: tuple[str, ...]

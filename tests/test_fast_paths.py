@@ -1056,3 +1056,49 @@ def test_identical_code_in_two_files_is_two_call_sites(pytester: pytest.Pytester
         (pytester.path / package / "helper.py").write_text(HELPER)
     pytester.makepyfile(test_helpers=TWO_HELPERS)
     pytester.runpytest("-q", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+LOADED_MODULES = """
+import sys
+
+def pytest_unconfigure(config):
+    loaded = sorted(m for m in sys.modules if m.startswith("pytest_outbound"))
+    with open("loaded.txt", "w") as out:
+        out.write("\\n".join(loaded))
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "needed"),
+    [
+        ((), set()),
+        (("--outbound-report", "r.json"), {"pytest_outbound._report"}),
+        (
+            ("-o", "outbound_subprocess=true"),
+            {"pytest_outbound._children", "pytest_outbound._report"},
+        ),
+    ],
+)
+def test_start_up_loads_only_the_modules_the_run_needs(
+    pytester: pytest.Pytester, args: tuple[str, ...], needed: set[str]
+) -> None:
+    """Every module costs start-up (pytest loads a plugin's modules through its assertion
+    rewriting hook): the report, child-process, fixture and blocked-message modules are imported
+    only by the runs that use them, and then they work."""
+    pytester.makeconftest(LOADED_MODULES)
+    pytester.makeini("[pytest]\noutbound_mode = enforce\n")
+    pytester.makepyfile("def test_quiet():\n    pass\n")
+    result = pytester.runpytest_subprocess(*args)  # a fresh interpreter: its own sys.modules
+    result.assert_outcomes(passed=1)
+    loaded = set((pytester.path / "loaded.txt").read_text().split())
+    assert "pytest_outbound._plugin" in loaded
+    lazy = {
+        "pytest_outbound._report",
+        "pytest_outbound._children",
+        "pytest_outbound._fixture",
+        "pytest_outbound._messages",
+        "pytest_outbound._docs",
+    }
+    assert loaded & lazy == needed
+    if args:
+        assert (pytester.path / "r.json").exists() == ("r.json" in args)
