@@ -1063,6 +1063,7 @@ import sys
 
 def pytest_unconfigure(config):
     loaded = sorted(m for m in sys.modules if m.startswith("pytest_outbound"))
+    loaded += [f"peer:{m}" for m in ("aiohttp",) if m in sys.modules]
     with open("loaded.txt", "w") as out:
         out.write("\\n".join(loaded))
 """
@@ -1084,7 +1085,8 @@ def test_start_up_loads_only_the_modules_the_run_needs(
 ) -> None:
     """Every module costs start-up (pytest loads a plugin's modules through its assertion
     rewriting hook): the report, child-process, fixture and blocked-message modules are imported
-    only by the runs that use them, and then they work."""
+    only by the runs that use them, and then they work; the aiohttp adapter only when aiohttp
+    is imported (another plugin may have imported it)."""
     pytester.makeconftest(LOADED_MODULES)
     pytester.makeini("[pytest]\noutbound_mode = enforce\n")
     pytester.makepyfile("def test_quiet():\n    pass\n")
@@ -1100,5 +1102,7 @@ def test_start_up_loads_only_the_modules_the_run_needs(
         "pytest_outbound._docs",
     }
     assert loaded & lazy == needed
+    aiohttp_adapter = "pytest_outbound._interceptors._aiohttp" in loaded
+    assert aiohttp_adapter == ("peer:aiohttp" in loaded)
     if args:
         assert (pytester.path / "r.json").exists() == ("r.json" in args)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib
 import io
 import sys
 import threading
@@ -93,18 +94,19 @@ class Installation:
 
     def __init__(self, guard: Guard) -> None:
         from pytest_outbound._backstop import Backstop
-        from pytest_outbound._interceptors import _aiohttp, _httpx, _requests, _stdlib, _urllib3
+        from pytest_outbound._interceptors import _httpx, _requests, _stdlib, _urllib3
 
         self.guard = guard
         self.patches = Patches()
         self.backstop = Backstop(guard)
         self._modules_seen: tuple[int, str | None] = (-1, None)
-        #: (modules that must be imported, installer), each run once.
-        self._pending: list[tuple[tuple[str, ...], Callable[[Guard, Patches], None]]] = [
-            (("aiohttp",), _aiohttp.install),
-            (("requests_mock",), _requests.install_requests_mock),
-            (("vcr",), _stdlib.install_vcr),
-            (("vcr", "aiohttp"), _aiohttp.install_vcr),
+        #: (modules that must be imported, our module and its installer), each run once; the
+        #: aiohttp adapter itself is imported only then.
+        self._pending: list[tuple[tuple[str, ...], str, str]] = [
+            (("aiohttp",), "_aiohttp", "install"),
+            (("requests_mock",), "_requests", "install_requests_mock"),
+            (("vcr",), "_stdlib", "install_vcr"),
+            (("vcr", "aiohttp"), "_aiohttp", "install_vcr"),
         ]
         try:
             for install in (_requests.install, _httpx.install, _urllib3.install, _stdlib.install):
@@ -128,10 +130,11 @@ class Installation:
             return
         self._modules_seen = seen
         for entry in list(self._pending):
-            required, install = entry
+            required, adapter, installer = entry
             if all(name in modules for name in required):
                 self._pending.remove(entry)
-                install(self.guard, self.patches)
+                module = importlib.import_module(f"{__name__}.{adapter}")
+                getattr(module, installer)(self.guard, self.patches)
 
     def undo(self) -> None:
         self.backstop.uninstall()
