@@ -368,7 +368,9 @@ class OutboundPlugin:
         self._suspended: list[Scope | None] = []
         #: Wide fixtures whose setup has begun and may not have ended (``pytest_fixture_setup``).
         self._setting_up: list[pytest.FixtureDef[Any]] = []
-        self._setting_up_thread = 0
+        #: ``_settle_fixtures`` runs in whichever thread asks first (a pool's worker may make
+        #: the first request after a wide setup): the fixture stack changes under this lock.
+        self._fixture_lock = threading.RLock()
         #: Each fixture definition set up so far: is it wider than a function?
         self._wide: dict[pytest.FixtureDef[Any], bool] = {}
         self._default_contexts: dict[int, Context] = {}
@@ -531,32 +533,35 @@ class OutboundPlugin:
             wide = self._wide[fixturedef] = fixturedef.scope != "function"
         if not wide:
             return
-        fixturedef.addfinalizer(self._enter_test_again)  # runs last: after its teardown
-        self._leave_test()
-        self._setting_up.append(fixturedef)
-        self._setting_up_thread = threading.get_ident()
-        self.guard.settle = self._settle_fixtures
+        with self._fixture_lock:
+            fixturedef.addfinalizer(self._enter_test_again)  # runs last: after its teardown
+            self._leave_test()
+            self._setting_up.append(fixturedef)
+            self.guard.settle = self._settle_fixtures
 
     def _settle_fixtures(self, ended: bool = False) -> None:
         """The wide fixtures whose setup has ended (all of them when ``ended``, at a phase's
         end): the test's scope again, and a finalizer that leaves it before their teardown.
-        Nested setups end last first."""
-        if threading.get_ident() != self._setting_up_thread:
-            return  # the guard asks from any thread; fixtures are set up in pytest's
-        pending = self._setting_up
-        while pending and (ended or pending[-1].cached_result is not None):
-            pending.pop().addfinalizer(self._leave_test)  # runs first: before its teardown
-            self._enter_test_again()
-        if not pending:
-            self.guard.settle = None
+        Nested setups end last first. Any thread may ask: a setup whose value pytest has
+        cached has ended, whoever looks (a request from a pool's worker after the test's
+        ``getfixturevalue`` is the test's)."""
+        with self._fixture_lock:
+            pending = self._setting_up
+            while pending and (ended or pending[-1].cached_result is not None):
+                pending.pop().addfinalizer(self._leave_test)  # runs first: before its teardown
+                self._enter_test_again()
+            if not pending:
+                self.guard.settle = None
 
     def _leave_test(self) -> None:
-        self._suspended.append(self.guard.scope)
-        self.guard.scope = None
+        with self._fixture_lock:
+            self._suspended.append(self.guard.scope)
+            self.guard.scope = None
 
     def _enter_test_again(self) -> None:
-        if self._suspended:
-            self.guard.scope = self._suspended.pop()
+        with self._fixture_lock:
+            if self._suspended:
+                self.guard.scope = self._suspended.pop()
 
     # Each phase runs inside a tryfirst hook wrapper: the test's scope is set before the code of
     # that phase of every plugin registered before this one (and of the conftests loaded at

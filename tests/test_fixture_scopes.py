@@ -198,3 +198,72 @@ def test_a_wide_fixture_set_up_in_the_call_phase_is_blocked_outside_the_test(
         ]
     )
     assert "mine.example" in result.stdout.str().split("outside any test")[0]
+
+
+OTHER_THREADS = """
+import queue, threading
+from concurrent.futures import ThreadPoolExecutor
+import pytest
+from conftest import get
+
+@pytest.fixture(scope="session")
+def pool():
+    with ThreadPoolExecutor(1) as ex:
+        yield ex
+
+@pytest.fixture(scope="module")
+def quiet_module():   # no request of its own
+    return 1
+
+@pytest.fixture
+def via_pool(pool, quiet_module):   # after a wide setup, its work goes through the pool
+    pool.submit(get, "setup-pool").result()
+
+def test_pool(request):
+    with ThreadPoolExecutor(1) as ex:
+        ex.submit(get, "pool-1").result()
+        request.getfixturevalue("quiet")
+        ex.submit(get, "pool-2").result()   # the first request after it: another thread's
+
+def test_own_thread(request):
+    jobs, done = queue.Queue(), queue.Queue()
+    def worker():
+        while (name := jobs.get()) is not None:
+            get(name)
+            done.put(name)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    jobs.put("own-1"); done.get()
+    request.getfixturevalue("quiet_module")
+    jobs.put("own-2"); done.get()       # not late: the test is still running
+    jobs.put(None); thread.join()
+
+def test_setup_through_pool(via_pool):
+    get("setup-call")
+"""
+
+
+def test_after_a_wide_setup_other_threads_requests_are_still_the_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    """The end of a wide setup is settled by whichever thread asks first: a pool's worker or
+    the test's own thread that makes the first request after ``getfixturevalue`` (or after a
+    wide fixture in setup) finds the test's scope, not the session's."""
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_allow = *.example\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_threads=OTHER_THREADS)
+    result = pytester.runpytest("--outbound-report", "r.json", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    report = json.loads((pytester.path / "r.json").read_text())
+    seen = [
+        (r["host"].removesuffix(".example"), r["nodeid"].partition("::")[2], r["phase"])
+        for r in report["requests"]
+    ]
+    assert seen == [
+        ("pool-1", "test_pool", "call"),
+        ("pool-2", "test_pool", "call"),
+        ("own-1", "test_own_thread", "call"),
+        ("own-2", "test_own_thread", "call"),
+        ("setup-pool", "test_setup_through_pool", "setup"),
+        ("setup-call", "test_setup_through_pool", "call"),
+    ], seen
