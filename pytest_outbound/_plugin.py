@@ -618,19 +618,18 @@ class OutboundPlugin:
         try:
             result = yield
         except BaseException as exc:
-            if self._setting_up:
-                self._settle_fixtures(ended=True)
             self._settle(item, scope, phase, exc)
             raise
-        if self._setting_up:
-            self._settle_fixtures(ended=True)
         self._settle(item, scope, phase, None)
         return result
 
     def _settle(
         self, item: pytest.Item, scope: Scope, phase: str, raised: BaseException | None
     ) -> None:
-        """After a phase: fail for blocked requests the code swallowed, and unmet expectations."""
+        """After a phase: fail for blocked requests the code swallowed, and unmet expectations.
+        Wide fixtures set up in the phase have ended by now, whatever was left unsettled."""
+        if self._setting_up:
+            self._settle_fixtures(ended=True)
         children = self._collect_children(scope) if self.children is not None else []
         if not (scope.pending or children or (phase == "call" and id(item) in self._expects)):
             return  # the common case: nothing to add
