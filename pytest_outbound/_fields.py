@@ -11,12 +11,11 @@ import json
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from email import errors as email_errors
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
-from typing import TypeAlias
+from typing import Final, TypeAlias
 from urllib.parse import parse_qsl, unquote
 
 #: Headers every HTTP client sends on its own; they are not fields of a request.
@@ -39,17 +38,33 @@ TRANSPORT_HEADERS: frozenset[str] = frozenset(
 MAX_DECODED_SIZE = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
 class Fields:
     """The fields of one request.
 
     ``values`` maps each field name to every value seen for it, as text, in the order seen (a
     field can have no value: an empty JSON object or list). ``opaque`` is true when a non-empty
     body could not be parsed into fields.
+
+    Equal by its two parts; immutable (``Final``, which mypy checks).
     """
 
-    values: Mapping[str, tuple[str, ...]]
-    opaque: bool = False
+    __slots__ = ("opaque", "values")
+    values: Final[Mapping[str, tuple[str, ...]]]
+    opaque: Final[bool]
+
+    def __init__(self, values: Mapping[str, tuple[str, ...]], opaque: bool = False) -> None:
+        self.values = values
+        self.opaque = opaque
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fields):
+            return NotImplemented
+        return self.values == other.values and self.opaque == other.opaque
+
+    __hash__ = None  # type: ignore[assignment]  # ``values`` is a dict
+
+    def __repr__(self) -> str:
+        return f"Fields(values={self.values!r}, opaque={self.opaque!r})"
 
     def names(self) -> frozenset[str]:
         return frozenset(self.values)

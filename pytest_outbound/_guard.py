@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType
 from typing import TYPE_CHECKING
@@ -66,22 +65,27 @@ _LIBRARY_PACKAGES = frozenset(
 ) | (frozenset(sys.stdlib_module_names) - {"test"})  # user suites are often named "test"
 
 
-@dataclass
 class Scope:
     """One test item while it runs: what it may contact, what it did, what it stubbed."""
 
-    nodeid: str
-    context: Context
-    phase: str = "setup"
-    records: list[OutboundRequest] = field(default_factory=list)
-    stubs: list[Stub] = field(default_factory=list)
-    #: Blocked exceptions raised in the current phase, not yet seen to reach pytest.
-    pending: list[OutboundBlocked] = field(default_factory=list)
-    #: When each destination was last contacted in this test (for ``min_interval``).
-    last_sent: dict[str, float] = field(default_factory=dict)
-    #: Host -> ports an HTTP interceptor judged in this test (their connections are not judged
-    #: again by the socket backstop; other ports of the same host are).
-    judged: dict[str, set[int | None]] = field(default_factory=dict)
+    __slots__ = ("context", "judged", "last_sent", "nodeid", "pending", "phase", "records", "stubs")
+
+    def __init__(self, nodeid: str, context: Context, phase: str = "setup") -> None:
+        self.nodeid = nodeid
+        self.context = context
+        self.phase = phase
+        self.records: list[OutboundRequest] = []
+        self.stubs: list[Stub] = []
+        #: Blocked exceptions raised in the current phase, not yet seen to reach pytest.
+        self.pending: list[OutboundBlocked] = []
+        #: When each destination was last contacted in this test (for ``min_interval``).
+        self.last_sent: dict[str, float] = {}
+        #: Host -> ports an HTTP interceptor judged in this test (their connections are not
+        #: judged again by the socket backstop; other ports of the same host are).
+        self.judged: dict[str, set[int | None]] = {}
+
+    def __repr__(self) -> str:
+        return f"Scope(nodeid={self.nodeid!r}, phase={self.phase!r})"
 
 
 class Guard:

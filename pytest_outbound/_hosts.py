@@ -60,7 +60,6 @@ import functools
 import ipaddress
 import operator
 import re
-from dataclasses import dataclass, field
 from typing import Final, Generic, Literal, TypeAlias, TypeVar
 
 import idna
@@ -120,7 +119,6 @@ class HostError(ValueError):
         return (type(self), (self.message, self.rule))
 
 
-@dataclass(frozen=True, slots=True)
 class Peer:
     """The destination a client connects to, in canonical form (R1).
 
@@ -128,12 +126,48 @@ class Peer:
     text form (IPv6 without brackets; IPv4-mapped IPv6 given as the IPv4 address). ``ip`` is set
     exactly when ``host`` is an IP literal. ``port`` is the explicit port, else the scheme's
     default, else ``None``. ``scheme`` is lowercase, ``""`` when unknown (raw sockets).
+
+    A value: equal and hashed by its four parts, and immutable (records share one ``Peer``
+    per URL, so a change would reach every record to that URL).
     """
 
+    __slots__ = ("host", "ip", "port", "scheme")
     scheme: str
     host: str
     port: int | None
     ip: IPAddress | None
+
+    def __init__(self, scheme: str, host: str, port: int | None, ip: IPAddress | None) -> None:
+        put = object.__setattr__
+        put(self, "scheme", scheme)
+        put(self, "host", host)
+        put(self, "port", port)
+        put(self, "ip", ip)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Peer is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Peer is immutable: cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[type[Peer], tuple[str, str, int | None, IPAddress | None]]:
+        return (Peer, self._key())  # pickle and copy: through __init__, not __setattr__
+
+    def _key(self) -> tuple[str, str, int | None, IPAddress | None]:
+        return (self.scheme, self.host, self.port, self.ip)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Peer):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Peer(scheme={self.scheme!r}, host={self.host!r}, port={self.port!r}, ip={self.ip!r})"
+        )
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if self.ip is not None and self.ip.version == 6 else self.host
@@ -444,7 +478,6 @@ def _parse_ipv6(text: str, raw: str, *, bracketed: bool) -> tuple[str, IPAddress
 # --- patterns --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class HostPattern:
     """One documented destination pattern (R7-R9), parsed and validated on construction.
 
@@ -452,27 +485,36 @@ class HostPattern:
     canonical suffix ``x`` of ``*.x``), ``"ip"`` (``ip`` is set) or ``"cidr"`` (``network`` is
     set); ``host`` is the canonical text for every kind. ``scheme`` is ``""`` when the pattern
     has none; ``port`` is ``None`` when any port is admitted.
+
+    Equal and hashed by ``text``; immutable (``Final``, which mypy checks).
     """
 
-    text: str
-    kind: PatternKind = field(init=False, compare=False)
-    host: str = field(init=False, compare=False)
-    scheme: str = field(init=False, compare=False)
-    port: int | None = field(init=False, compare=False)
-    ip: IPAddress | None = field(init=False, compare=False, repr=False)
-    network: IPNetwork | None = field(init=False, compare=False, repr=False)
+    __slots__ = ("host", "ip", "kind", "network", "port", "scheme", "text")
+    text: Final[str]
+    kind: Final[PatternKind]
+    host: Final[str]
+    scheme: Final[str]
+    port: Final[int | None]
+    ip: Final[IPAddress | None]
+    network: Final[IPNetwork | None]
 
-    def __post_init__(self) -> None:
-        kind, host, scheme, port, ip, network = _parse_pattern(self.text)
-        for name, value in (
-            ("kind", kind),
-            ("host", host),
-            ("scheme", scheme),
-            ("port", port),
-            ("ip", ip),
-            ("network", network),
-        ):
-            object.__setattr__(self, name, value)
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.kind, self.host, self.scheme, self.port, self.ip, self.network = _parse_pattern(text)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HostPattern):
+            return NotImplemented
+        return self.text == other.text
+
+    def __hash__(self) -> int:
+        return hash((self.text,))
+
+    def __repr__(self) -> str:
+        return (
+            f"HostPattern(text={self.text!r}, kind={self.kind!r}, host={self.host!r},"
+            f" scheme={self.scheme!r}, port={self.port!r})"
+        )
 
     @classmethod
     def parse(cls, text: str) -> HostPattern:

@@ -18,32 +18,71 @@ import re
 import socket
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from pytest_outbound._fields import decode_content, header_values
 
 
-@dataclass(frozen=True, slots=True)
 class SensitiveValue:
     """A value that must not leave the machine; ``kind`` names it in the reason
     (``sensitive:<kind>``): ``hostname``, ``fqdn``, ``user``, ``home``, ``ip``, ``mac``, or one
-    a user gave."""
+    a user gave. Equal and hashed by its parts; immutable (``Final``, which mypy checks)."""
 
-    kind: str
-    value: str
+    __slots__ = ("kind", "value")
+    kind: Final[str]
+    value: Final[str]
+
+    def __init__(self, kind: str, value: str) -> None:
+        self.kind = kind
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SensitiveValue):
+            return NotImplemented
+        return self.kind == other.kind and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.value))
+
+    def __repr__(self) -> str:
+        return f"SensitiveValue(kind={self.kind!r}, value={self.value!r})"
 
 
-@dataclass(frozen=True, slots=True)
 class SensitiveHit:
     """Where a sensitive value was found: ``where`` is ``url``, ``header:<name>`` or ``body``;
     ``encoding`` how it was written (``raw``, ``lowercase``, ``percent``, ``base64``,
-    ``gzip+base64``, ...); ``redacted`` the value shown safely, never whole."""
+    ``gzip+base64``, ...); ``redacted`` the value shown safely, never whole. Equal and hashed
+    by its parts; immutable (``Final``, which mypy checks)."""
 
-    kind: str
-    where: str
-    encoding: str
-    redacted: str
+    __slots__ = ("encoding", "kind", "redacted", "where")
+    kind: Final[str]
+    where: Final[str]
+    encoding: Final[str]
+    redacted: Final[str]
+
+    def __init__(self, kind: str, where: str, encoding: str, redacted: str) -> None:
+        self.kind = kind
+        self.where = where
+        self.encoding = encoding
+        self.redacted = redacted
+
+    def _key(self) -> tuple[str, str, str, str]:
+        return (self.kind, self.where, self.encoding, self.redacted)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SensitiveHit):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"SensitiveHit(kind={self.kind!r}, where={self.where!r},"
+            f" encoding={self.encoding!r}, redacted={self.redacted!r})"
+        )
 
 
 #: Values never scanned by default: names a CI container or a developer machine commonly has
@@ -243,26 +282,50 @@ _DIGITS = frozenset(b"0123456789")
 _HEX_COLON = frozenset(b"0123456789abcdefABCDEF:")
 
 
-@dataclass(frozen=True, slots=True)
 class _Form:
-    """One written form of a value: its bytes as searched, and what finding it means."""
+    """One written form of a value: its bytes as searched, and what finding it means. Equal by
+    its parts (a value's forms are kept once each)."""
 
-    kind: str
-    encoding: str  # raw, json, base64, base64url
-    original: bytes  # the value's own bytes, to tell "raw" from "lowercase" on a hit
-    redacted: str
-    bound: int  # an IP address must not be part of a longer number
+    __slots__ = ("bound", "encoding", "kind", "original", "redacted")
+
+    def __init__(
+        self, kind: str, encoding: str, original: bytes, redacted: str, bound: int
+    ) -> None:
+        self.kind = kind
+        self.encoding = encoding  # raw, json, base64, base64url
+        self.original = original  # the value's own bytes, to tell "raw" from "lowercase" on a hit
+        self.redacted = redacted
+        self.bound = bound  # an IP address must not be part of a longer number
+
+    def _key(self) -> tuple[str, str, bytes, str, int]:
+        return (self.kind, self.encoding, self.original, self.redacted, self.bound)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Form):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
-@dataclass(frozen=True, slots=True)
 class _Table:
     """Needles searched together: ``regex`` finds the longest needle at a position;
     ``within[needle]`` lists every needle inside it as (offset, length, form)."""
 
-    regex: re.Pattern[bytes] | None
-    within: dict[bytes, tuple[tuple[int, int, _Form], ...]]
-    kinds: frozenset[str]
-    lowered: bool
+    __slots__ = ("kinds", "lowered", "regex", "within")
+
+    def __init__(
+        self,
+        regex: re.Pattern[bytes] | None,
+        within: dict[bytes, tuple[tuple[int, int, _Form], ...]],
+        kinds: frozenset[str],
+        lowered: bool,
+    ) -> None:
+        self.regex = regex
+        self.within = within
+        self.kinds = kinds
+        self.lowered = lowered
 
 
 def _base64_cores(data: bytes) -> Iterator[tuple[str, bytes]]:

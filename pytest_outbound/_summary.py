@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pytest_outbound._policy import Destination
 from pytest_outbound._record import OutboundRequest
 
 
-@dataclass(frozen=True)
 class DestinationUse:
     """How often a documented destination was contacted, and by which tests."""
 
-    destination: Destination
-    count: int
-    tests: tuple[str, ...]
+    __slots__ = ("count", "destination", "tests")
+
+    def __init__(self, destination: Destination, count: int, tests: tuple[str, ...]) -> None:
+        self.destination = destination
+        self.count = count
+        self.tests = tests
+
+    def __repr__(self) -> str:
+        return (
+            f"DestinationUse(destination={self.destination.name!r}, count={self.count!r},"
+            f" tests={self.tests!r})"
+        )
 
 
 def destination_uses(

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_outbound._decide import Context, Rules, decide
-from pytest_outbound._fields import extract_fields
+from pytest_outbound._fields import Fields, extract_fields
 from pytest_outbound._hosts import HostError, peer_from_url
 from pytest_outbound._interceptors import ambiguous
 from pytest_outbound._policy import Destination, Policy
@@ -999,7 +999,6 @@ def test_records_of_one_request_have_fields_of_their_own() -> None:
 
 def test_records_copy_and_pickle_with_their_fields() -> None:
     import copy
-    import dataclasses
     import json
     import pickle
 
@@ -1007,7 +1006,9 @@ def test_records_copy_and_pickle_with_their_fields() -> None:
     fields = record.field_values()
     for clone in (copy.deepcopy(record), pickle.loads(pickle.dumps(record))):
         assert clone.field_values() == fields
-    assert dataclasses.asdict(fields) == {"values": {"a": ("1",)}, "opaque": False}
+    assert fields == Fields({"a": ("1",)}, opaque=False)
+    assert fields != Fields({"a": ("1",)}, opaque=True)
+    assert repr(fields) == "Fields(values={'a': ('1',)}, opaque=False)"
     assert json.loads(json.dumps(fields.values)) == {"a": ["1"]}
 
 

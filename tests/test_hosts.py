@@ -143,6 +143,34 @@ def test_peer_is_frozen_and_hashable() -> None:
     with pytest.raises(AttributeError):
         peer.host = "evil.com"  # type: ignore[misc]
     assert {peer, Peer("https", "octopus.com", 443, None)} == {peer}
+    with pytest.raises(AttributeError):
+        del peer.port
+    assert peer != Peer("http", "octopus.com", 443, None)
+    assert repr(peer) == "Peer(scheme='https', host='octopus.com', port=443, ip=None)"
+
+
+def test_peer_copies_and_pickles_despite_being_immutable() -> None:
+    import copy
+    import pickle
+
+    peer = peer_from_url("https://[2001:db8::1]:8443/x")
+    for clone in (copy.copy(peer), copy.deepcopy(peer), pickle.loads(pickle.dumps(peer))):
+        assert clone == peer
+        assert hash(clone) == hash(peer)
+        assert (clone.scheme, clone.host, clone.port, clone.ip) == (
+            "https",
+            "2001:db8::1",
+            8443,
+            peer.ip,
+        )
+
+
+def test_host_patterns_are_equal_by_their_text() -> None:
+    pattern = HostPattern.parse("*.Example.COM:443")
+    assert pattern == HostPattern.parse("*.Example.COM:443")
+    assert pattern != HostPattern.parse("*.example.com:443")  # the text as written
+    assert len({pattern, HostPattern.parse("*.Example.COM:443")}) == 1
+    assert (pattern.kind, pattern.host, pattern.port) == ("wildcard", "example.com", 443)
 
 
 # --- canonical_host ------------------------------------------------------------------------
