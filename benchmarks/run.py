@@ -10,12 +10,13 @@ Run from the repository root with the project's virtualenv::
     .venv/bin/python benchmarks/run.py --only per-request,payload --profile --markdown out.md
 
 Each case is measured against a baseline in interleaved A/B(/C) subprocess runs (the order of
-the variants alternates from one repetition to the next, so that drifting machine load hits
-all alike; one untimed warm-up run of each variant first), the medians are compared, and a
-table is printed with each number's target and PASS/FAIL, and written as JSON. Everything is
-generated in a temporary directory; no request leaves the machine (mocks, and loopback sockets
-on 127.0.0.1 only). Children keep their bytecode in that directory (PYTHONPYCACHEPREFIX), as a
-user's machine keeps it in __pycache__, even where PYTHONDONTWRITEBYTECODE=1 is set.
+the variants rotates from one repetition to the next, AB BA or ABC BCA CAB, so that drifting
+machine load hits all alike; one untimed warm-up run of each variant first), the medians are
+compared, and a table is printed with each number's target and PASS/FAIL, and written as JSON.
+Everything is generated in a temporary directory; no request leaves the machine (mocks, and
+loopback sockets on 127.0.0.1 only). Children keep their bytecode in that directory
+(PYTHONPYCACHEPREFIX), as a user's machine keeps it in __pycache__, even where
+PYTHONDONTWRITEBYTECODE=1 is set.
 
 Cases (``--only`` takes these names):
 

@@ -141,7 +141,7 @@ def test_peer_str(peer: Peer, text: str) -> None:
 def test_peer_is_frozen_and_hashable() -> None:
     peer = Peer("https", "octopus.com", 443, None)
     with pytest.raises(AttributeError):
-        peer.host = "evil.com"  # type: ignore[misc]
+        peer.host = "evil.com"
     assert {peer, Peer("https", "octopus.com", 443, None)} == {peer}
     with pytest.raises(AttributeError):
         del peer.port
