@@ -18,6 +18,8 @@ from email.utils import collapse_rfc2231_value
 from typing import Final, TypeAlias
 from urllib.parse import parse_qsl, unquote
 
+from pytest_outbound._value import Value
+
 #: Headers every HTTP client sends on its own; they are not fields of a request.
 TRANSPORT_HEADERS: frozenset[str] = frozenset(
     {
@@ -38,33 +40,21 @@ TRANSPORT_HEADERS: frozenset[str] = frozenset(
 MAX_DECODED_SIZE = 8 * 1024 * 1024
 
 
-class Fields:
+class Fields(Value):
     """The fields of one request.
 
     ``values`` maps each field name to every value seen for it, as text, in the order seen (a
     field can have no value: an empty JSON object or list). ``opaque`` is true when a non-empty
     body could not be parsed into fields.
-
-    Equal by its two parts; immutable (``Final``, which mypy checks).
     """
 
-    __slots__ = ("opaque", "values")
+    __slots__ = _fields = ("values", "opaque")
     values: Final[Mapping[str, tuple[str, ...]]]
     opaque: Final[bool]
 
     def __init__(self, values: Mapping[str, tuple[str, ...]], opaque: bool = False) -> None:
         self.values = values
         self.opaque = opaque
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Fields):
-            return NotImplemented
-        return self.values == other.values and self.opaque == other.opaque
-
-    __hash__ = None  # type: ignore[assignment]  # ``values`` is a dict
-
-    def __repr__(self) -> str:
-        return f"Fields(values={self.values!r}, opaque={self.opaque!r})"
 
     def names(self) -> frozenset[str]:
         return frozenset(self.values)

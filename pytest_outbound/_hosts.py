@@ -64,6 +64,8 @@ from typing import Final, Generic, Literal, TypeAlias, TypeVar
 
 import idna
 
+from pytest_outbound._value import Value
+
 __all__ = [
     "HostError",
     "HostPattern",
@@ -119,7 +121,7 @@ class HostError(ValueError):
         return (type(self), (self.message, self.rule))
 
 
-class Peer:
+class Peer(Value):
     """The destination a client connects to, in canonical form (R1).
 
     ``host`` is a lowercase A-label name without trailing dot, or an IP address in compressed
@@ -127,11 +129,11 @@ class Peer:
     exactly when ``host`` is an IP literal. ``port`` is the explicit port, else the scheme's
     default, else ``None``. ``scheme`` is lowercase, ``""`` when unknown (raw sockets).
 
-    A value: equal and hashed by its four parts, and immutable (records share one ``Peer``
-    per URL, so a change would reach every record to that URL).
+    Immutable at run time too: records share one ``Peer`` per URL, so a change would reach
+    every record to that URL.
     """
 
-    __slots__ = ("host", "ip", "port", "scheme")
+    __slots__ = _fields = ("scheme", "host", "port", "ip")
     scheme: str
     host: str
     port: int | None
@@ -150,24 +152,8 @@ class Peer:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"Peer is immutable: cannot delete {name!r}")
 
-    def __reduce__(self) -> tuple[type[Peer], tuple[str, str, int | None, IPAddress | None]]:
-        return (Peer, self._key())  # pickle and copy: through __init__, not __setattr__
-
-    def _key(self) -> tuple[str, str, int | None, IPAddress | None]:
-        return (self.scheme, self.host, self.port, self.ip)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Peer):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"Peer(scheme={self.scheme!r}, host={self.host!r}, port={self.port!r}, ip={self.ip!r})"
-        )
+    def __reduce__(self) -> tuple[type[Peer], tuple[object, ...]]:
+        return (Peer, (self.scheme, self.host, self.port, self.ip))  # through __init__
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if self.ip is not None and self.ip.version == 6 else self.host
@@ -478,18 +464,19 @@ def _parse_ipv6(text: str, raw: str, *, bracketed: bool) -> tuple[str, IPAddress
 # --- patterns --------------------------------------------------------------------------------
 
 
-class HostPattern:
+class HostPattern(Value):
     """One documented destination pattern (R7-R9), parsed and validated on construction.
 
     ``kind`` is ``"name"`` (``host`` is the canonical name), ``"wildcard"`` (``host`` is the
     canonical suffix ``x`` of ``*.x``), ``"ip"`` (``ip`` is set) or ``"cidr"`` (``network`` is
     set); ``host`` is the canonical text for every kind. ``scheme`` is ``""`` when the pattern
     has none; ``port`` is ``None`` when any port is admitted.
-
-    Equal and hashed by ``text``; immutable (``Final``, which mypy checks).
+    Equal and hashed by ``text``.
     """
 
-    __slots__ = ("host", "ip", "kind", "network", "port", "scheme", "text")
+    _fields = ("text", "kind", "host", "scheme", "port")
+    _compared = ("text",)
+    __slots__ = (*_fields, "ip", "network")
     text: Final[str]
     kind: Final[PatternKind]
     host: Final[str]
@@ -501,20 +488,6 @@ class HostPattern:
     def __init__(self, text: str) -> None:
         self.text = text
         self.kind, self.host, self.scheme, self.port, self.ip, self.network = _parse_pattern(text)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, HostPattern):
-            return NotImplemented
-        return self.text == other.text
-
-    def __hash__(self) -> int:
-        return hash((self.text,))
-
-    def __repr__(self) -> str:
-        return (
-            f"HostPattern(text={self.text!r}, kind={self.kind!r}, host={self.host!r},"
-            f" scheme={self.scheme!r}, port={self.port!r})"
-        )
 
     @classmethod
     def parse(cls, text: str) -> HostPattern:

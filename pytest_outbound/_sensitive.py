@@ -22,14 +22,15 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from pytest_outbound._fields import decode_content, header_values
+from pytest_outbound._value import Value
 
 
-class SensitiveValue:
+class SensitiveValue(Value):
     """A value that must not leave the machine; ``kind`` names it in the reason
     (``sensitive:<kind>``): ``hostname``, ``fqdn``, ``user``, ``home``, ``ip``, ``mac``, or one
-    a user gave. Equal and hashed by its parts; immutable (``Final``, which mypy checks)."""
+    a user gave."""
 
-    __slots__ = ("kind", "value")
+    __slots__ = _fields = ("kind", "value")
     kind: Final[str]
     value: Final[str]
 
@@ -37,25 +38,13 @@ class SensitiveValue:
         self.kind = kind
         self.value = value
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SensitiveValue):
-            return NotImplemented
-        return self.kind == other.kind and self.value == other.value
 
-    def __hash__(self) -> int:
-        return hash((self.kind, self.value))
-
-    def __repr__(self) -> str:
-        return f"SensitiveValue(kind={self.kind!r}, value={self.value!r})"
-
-
-class SensitiveHit:
+class SensitiveHit(Value):
     """Where a sensitive value was found: ``where`` is ``url``, ``header:<name>`` or ``body``;
     ``encoding`` how it was written (``raw``, ``lowercase``, ``percent``, ``base64``,
-    ``gzip+base64``, ...); ``redacted`` the value shown safely, never whole. Equal and hashed
-    by its parts; immutable (``Final``, which mypy checks)."""
+    ``gzip+base64``, ...); ``redacted`` the value shown safely, never whole."""
 
-    __slots__ = ("encoding", "kind", "redacted", "where")
+    __slots__ = _fields = ("kind", "where", "encoding", "redacted")
     kind: Final[str]
     where: Final[str]
     encoding: Final[str]
@@ -66,23 +55,6 @@ class SensitiveHit:
         self.where = where
         self.encoding = encoding
         self.redacted = redacted
-
-    def _key(self) -> tuple[str, str, str, str]:
-        return (self.kind, self.where, self.encoding, self.redacted)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SensitiveHit):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"SensitiveHit(kind={self.kind!r}, where={self.where!r},"
-            f" encoding={self.encoding!r}, redacted={self.redacted!r})"
-        )
 
 
 #: Values never scanned by default: names a CI container or a developer machine commonly has
@@ -282,31 +254,21 @@ _DIGITS = frozenset(b"0123456789")
 _HEX_COLON = frozenset(b"0123456789abcdefABCDEF:")
 
 
-class _Form:
-    """One written form of a value: its bytes as searched, and what finding it means. Equal by
-    its parts (a value's forms are kept once each)."""
+class _Form(Value):
+    """One written form of a value: its bytes as searched, and what finding it means (a value's
+    forms are kept once each: equal by their parts)."""
 
-    __slots__ = ("bound", "encoding", "kind", "original", "redacted")
+    __slots__ = _fields = ("kind", "encoding", "original", "redacted", "bound")
 
     def __init__(
         self, kind: str, encoding: str, original: bytes, redacted: str, bound: int
     ) -> None:
-        self.kind = kind
-        self.encoding = encoding  # raw, json, base64, base64url
-        self.original = original  # the value's own bytes, to tell "raw" from "lowercase" on a hit
-        self.redacted = redacted
-        self.bound = bound  # an IP address must not be part of a longer number
-
-    def _key(self) -> tuple[str, str, bytes, str, int]:
-        return (self.kind, self.encoding, self.original, self.redacted, self.bound)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _Form):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
+        self.kind: Final = kind
+        self.encoding: Final = encoding  # raw, json, base64, base64url
+        #: the value's own bytes, to tell "raw" from "lowercase" on a hit
+        self.original: Final = original
+        self.redacted: Final = redacted
+        self.bound: Final = bound  # an IP address must not be part of a longer number
 
 
 class _Table:

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Final
 
 from pytest_outbound._policy import Destination
 from pytest_outbound._record import OutboundRequest
+from pytest_outbound._value import Value
 
 
-class DestinationUse:
+class DestinationUse(Value):
     """How often a documented destination was contacted, and by which tests."""
 
-    __slots__ = ("count", "destination", "tests")
+    __slots__ = _fields = ("destination", "count", "tests")
 
     def __init__(self, destination: Destination, count: int, tests: tuple[str, ...]) -> None:
-        self.destination = destination
-        self.count = count
-        self.tests = tests
-
-    def __repr__(self) -> str:
-        return (
-            f"DestinationUse(destination={self.destination.name!r}, count={self.count!r},"
-            f" tests={self.tests!r})"
-        )
+        self.destination: Final = destination
+        self.count: Final = count
+        self.tests: Final = tests
 
 
 def destination_uses(
