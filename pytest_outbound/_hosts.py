@@ -470,8 +470,7 @@ class HostPattern(Value):
     ``kind`` is ``"name"`` (``host`` is the canonical name), ``"wildcard"`` (``host`` is the
     canonical suffix ``x`` of ``*.x``), ``"ip"`` (``ip`` is set) or ``"cidr"`` (``network`` is
     set); ``host`` is the canonical text for every kind. ``scheme`` is ``""`` when the pattern
-    has none; ``port`` is ``None`` when any port is admitted.
-    Equal and hashed by ``text``.
+    has none; ``port`` is ``None`` when any port is admitted. Equal and hashed by ``text``.
     """
 
     _fields = ("text", "kind", "host", "scheme", "port")
