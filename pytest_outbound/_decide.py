@@ -16,7 +16,6 @@ from types import ModuleType
 from typing import Final
 
 from pytest_outbound._errors import PolicyError
-from pytest_outbound._fields import compile_path_template
 from pytest_outbound._hosts import (
     HostError,
     HostPattern,
@@ -25,7 +24,7 @@ from pytest_outbound._hosts import (
     default_port,
     peer_from_address,
 )
-from pytest_outbound._policy import Destination, Policy
+from pytest_outbound._policy import Destination, Policy, compile_path_template
 from pytest_outbound._record import OutboundRequest
 from pytest_outbound._sensitive import SensitiveScanner
 from pytest_outbound._value import Value

@@ -6,7 +6,6 @@ body is parsed only as the kind its Content-Type (or, without one, its first byt
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import zlib
@@ -18,6 +17,7 @@ from email.utils import collapse_rfc2231_value
 from typing import Final, TypeAlias
 from urllib.parse import parse_qsl, unquote
 
+from pytest_outbound._policy import compile_path_template
 from pytest_outbound._value import Value
 
 #: Headers every HTTP client sends on its own; they are not fields of a request.
@@ -136,30 +136,6 @@ def decode_body(
 
 
 # --- path templates ---------------------------------------------------------------------------
-
-_TEMPLATE_TOKEN_RE = re.compile(r"\*\*|\*|\{[^/{}]+\}|[^*{]+|.")
-
-
-@functools.lru_cache(maxsize=512)
-def compile_path_template(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
-    """``/api/{version}/check`` -> a regex with one group per parameter, and their names.
-
-    A parameter ``{name}`` is one non-empty path segment. The path globs of SPEC §2 work too,
-    as the decision module reads them: ``*`` is any text within a segment, ``**`` any text.
-    """
-    names: list[str] = []
-    parts: list[str] = []
-    for token in _TEMPLATE_TOKEN_RE.findall(template):
-        if token == "**":
-            parts.append(".*")
-        elif token == "*":
-            parts.append("[^/]*")
-        elif len(token) > 2 and token[0] == "{" and token[-1] == "}":
-            parts.append("([^/]+)")
-            names.append(token[1:-1])
-        else:
-            parts.append(re.escape(token))
-    return re.compile("".join(parts)), tuple(names)
 
 
 def match_path_template(template: str, path: str) -> dict[str, str] | None:

@@ -39,6 +39,30 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
+@functools.lru_cache(maxsize=512)
+def compile_path_template(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """A destination's ``paths`` entry as a regex, with one group per parameter, and their names.
+
+    ``/api/{version}/check``: a parameter ``{name}`` is one non-empty path segment. The path
+    globs of SPEC §2 work too: ``*`` is any text within a segment, ``**`` any text. (Here, not
+    in ``_fields`` with the rest of field extraction: deciding on a path needs it, and the
+    plugin's start-up imports this module, not that one.)
+    """
+    names: list[str] = []
+    parts: list[str] = []
+    for token in re.findall(r"\*\*|\*|\{[^/{}]+\}|[^*{]+|.", template):
+        if token == "**":
+            parts.append(".*")
+        elif token == "*":
+            parts.append("[^/]*")
+        elif len(token) > 2 and token[0] == "{" and token[-1] == "}":
+            parts.append("([^/]+)")
+            names.append(token[1:-1])
+        else:
+            parts.append(re.escape(token))
+    return re.compile("".join(parts)), tuple(names)
+
+
 def _strings(value: Any, what: str) -> tuple[str, ...]:
     if isinstance(value, str):
         raise ValueError(f"{what} must be a list of strings, e.g. {what} = [{value!r}]")

@@ -8,11 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from sys import intern
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from pytest_outbound._fields import Fields, extract_fields
 from pytest_outbound._hosts import HostError, Peer, peer_from_url
+
+if TYPE_CHECKING:
+    # Imported where fields are first extracted: a run that sends no body never needs it.
+    from pytest_outbound._fields import Fields
 
 ALLOWED = "allowed"
 VIOLATION = "violation"
@@ -89,6 +92,8 @@ class OutboundRequest:
         return self._fields
 
     def _extract(self) -> Fields:
+        from pytest_outbound._fields import extract_fields
+
         return extract_fields(
             path=self.path,
             query=self.query_text,

@@ -21,7 +21,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from pytest_outbound._fields import decode_content, header_values
 from pytest_outbound._value import Value
 
 
@@ -501,6 +500,10 @@ class SensitiveScanner:
                 clean.clear()
             clean.update(t for t in unknown if t.__class__ is str and len(t) <= _CLEAN_LENGTH)
         if body:
+            # Imported here, not at the top: the plugin's start-up imports this module (for the
+            # machine's values), and most runs send no body.
+            from pytest_outbound._fields import decode_content, header_values
+
             layer, data = "", body
             encoding = ",".join(header_values(headers, "content-encoding")).strip()
             if encoding and encoding.lower() != "identity":

@@ -1074,10 +1074,10 @@ def pytest_unconfigure(config):
     ("args", "needed"),
     [
         ((), set()),
-        (("--outbound-report", "r.json"), {"pytest_outbound._report"}),
+        (("--outbound-report", "r.json"), {"pytest_outbound._report", "pytest_outbound._fields"}),
         (
             ("-o", "outbound_subprocess=true"),
-            {"pytest_outbound._children", "pytest_outbound._report"},
+            {"pytest_outbound._children", "pytest_outbound._report", "pytest_outbound._fields"},
         ),
     ],
 )
@@ -1085,9 +1085,9 @@ def test_start_up_loads_only_the_modules_the_run_needs(
     pytester: pytest.Pytester, args: tuple[str, ...], needed: set[str]
 ) -> None:
     """Every module costs start-up (pytest loads a plugin's modules through its assertion
-    rewriting hook): the report, child-process, fixture and blocked-message modules are imported
-    only by the runs that use them, and then they work; the aiohttp adapter only when aiohttp
-    is imported (another plugin may have imported it)."""
+    rewriting hook): the report, child-process, fixture, blocked-message and field-extraction
+    modules are imported only by the runs that use them, and then they work; the aiohttp
+    adapter only when aiohttp is imported (another plugin may have imported it)."""
     pytester.makeconftest(LOADED_MODULES)
     pytester.makeini("[pytest]\noutbound_mode = enforce\n")
     pytester.makepyfile("def test_quiet():\n    pass\n")
@@ -1101,6 +1101,7 @@ def test_start_up_loads_only_the_modules_the_run_needs(
         "pytest_outbound._fixture",
         "pytest_outbound._messages",
         "pytest_outbound._docs",
+        "pytest_outbound._fields",
     }
     assert loaded & lazy == needed
     aiohttp_adapter = "pytest_outbound._interceptors._aiohttp" in loaded
