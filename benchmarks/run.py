@@ -44,8 +44,11 @@ payload       the same with POSTs of a small JSON body to a destination with a p
               not parsed and checked again; two more rows (no target) post a different body
               every time, so that nothing is remembered: the cost of bodies that vary.
 suite         a generated suite of 3,000 trivial tests (no network), whole-process wall time:
-              enforce vs ``-p no:outbound`` vs pytest-socket's ``--disable-socket`` (with
-              ``-p no:outbound``), interleaved A/B/C in rotating order, median of 9. Targets:
+              enforce vs neither plugin vs pytest-socket's ``--disable-socket``, interleaved
+              A/B/C in rotating order, median of 9. Each plugin runs alone: ``-p no:socket``
+              with pytest-outbound and in the baseline, ``-p no:outbound`` with pytest-socket
+              and in the baseline (until session 8, pytest-socket was loaded, inactive, in the
+              baseline and beside pytest-outbound: see RESULTS.md). Targets:
               <= 1.03 vs no plugin, and no slower than pytest-socket. The notes also give the
               ratios of CPU time (user + system, which waiting for a core does not inflate).
               A 1-test suite, on vs off, splits the overhead into start-up and per-test cost.
@@ -595,15 +598,21 @@ def pytest_args(
     variant: str, root: Path, target: list[str], extra: Sequence[str] = ()
 ) -> list[str]:
     base = [PY, "-m", "pytest", "-p", "no:cacheprovider", "-q", *target]
+    # Each plugin is measured alone: pytest-socket (the suite case's comparison, installed by
+    # the bench extra) is not loaded but where it is measured. Loaded and left inactive, it still
+    # runs its own per-test hooks (three marker lookups in setup, restoring socket in teardown):
+    # about 48K instructions a test that are neither pytest-outbound's nor the baseline's.
+    without_socket = ["-p", "no:socket"]
     # One token, "--outbound-policy=PATH": given as two, pytest takes the path for a test
     # argument when it looks for the directories to start collecting from, and the suite gets
     # an extra directory node above it (every fixture and marker lookup walks one more level).
     policy = "--outbound-policy=" + str(root / "policy.toml")
     if variant == "on":
-        return [*base, "--outbound-mode", "enforce", policy, *extra]
+        return [*base, *without_socket, "--outbound-mode", "enforce", policy, *extra]
     if variant == "on-local":
         return [
             *base,
+            *without_socket,
             "--outbound-mode",
             "enforce",
             policy,
@@ -614,7 +623,7 @@ def pytest_args(
             *extra,
         ]
     if variant == "off":
-        return [*base, "-p", "no:outbound", *extra]
+        return [*base, *without_socket, "-p", "no:outbound", *extra]
     if variant == "socket":
         return [*base, "-p", "no:outbound", "--disable-socket", *extra]
     raise ValueError(variant)
