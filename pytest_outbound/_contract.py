@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pytest_outbound._fields import Fields
 from pytest_outbound._policy import Payload
+from pytest_outbound._record import Fields
 
 EXTRA = "extra"
 MISSING = "missing"

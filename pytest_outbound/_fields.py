@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from email import errors as email_errors
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
-from typing import Final, TypeAlias
+from typing import TypeAlias
 from urllib.parse import parse_qsl, unquote
 
 from pytest_outbound._policy import compile_path_template
-from pytest_outbound._value import Value
+from pytest_outbound._record import Fields
 
 #: Headers every HTTP client sends on its own; they are not fields of a request.
 TRANSPORT_HEADERS: frozenset[str] = frozenset(
@@ -38,26 +38,6 @@ TRANSPORT_HEADERS: frozenset[str] = frozenset(
 
 #: A compressed body is inflated to at most this many bytes.
 MAX_DECODED_SIZE = 8 * 1024 * 1024
-
-
-class Fields(Value):
-    """The fields of one request.
-
-    ``values`` maps each field name to every value seen for it, as text, in the order seen (a
-    field can have no value: an empty JSON object or list). ``opaque`` is true when a non-empty
-    body could not be parsed into fields.
-    """
-
-    __slots__ = _fields = ("values", "opaque")
-    values: Final[Mapping[str, tuple[str, ...]]]
-    opaque: Final[bool]
-
-    def __init__(self, values: Mapping[str, tuple[str, ...]], opaque: bool = False) -> None:
-        self.values = values
-        self.opaque = opaque
-
-    def names(self) -> frozenset[str]:
-        return frozenset(self.values)
 
 
 # --- content decoding -------------------------------------------------------------------------

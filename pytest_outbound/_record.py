@@ -5,23 +5,54 @@ Pure: interceptors turn a library's request into this record; ``decide`` judges 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from sys import intern
-from typing import TYPE_CHECKING, Any, TypeAlias
+from types import ModuleType
+from typing import Any, Final, TypeAlias
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from pytest_outbound._hosts import HostError, Peer, peer_from_url
-
-if TYPE_CHECKING:
-    # Imported where fields are first extracted: a run that sends no body never needs it.
-    from pytest_outbound._fields import Fields
+from pytest_outbound._value import Value
 
 ALLOWED = "allowed"
 VIOLATION = "violation"
 
 #: Bodies are kept up to this many bytes by default (``outbound_body_limit``).
 DEFAULT_BODY_LIMIT = 64 * 1024
+
+
+class Fields(Value):
+    """The fields of one request.
+
+    ``values`` maps each field name to every value seen for it, as text, in the order seen (a
+    field can have no value: an empty JSON object or list). ``opaque`` is true when a non-empty
+    body could not be parsed into fields.
+    """
+
+    __slots__ = _fields = ("values", "opaque")
+    values: Final[Mapping[str, tuple[str, ...]]]
+    opaque: Final[bool]
+
+    def __init__(self, values: Mapping[str, tuple[str, ...]], opaque: bool = False) -> None:
+        self.values = values
+        self.opaque = opaque
+
+    def names(self) -> frozenset[str]:
+        return frozenset(self.values)
+
+
+@functools.cache
+def fields_module() -> ModuleType:
+    """``_fields``, which extracts fields and undoes Content-Encoding, imported on first use: a
+    run that sends no body never loads it (start-up). Cached, as ``_decide._contract_module``
+    is: an ``import`` statement in a function called for every body would run importlib's
+    from-list handling each time. (``Fields`` itself is here, not there, so that the record's
+    annotations resolve without it.)"""
+    from pytest_outbound import _fields
+
+    return _fields
 
 
 @dataclass(slots=True)
@@ -92,15 +123,14 @@ class OutboundRequest:
         return self._fields
 
     def _extract(self) -> Fields:
-        from pytest_outbound._fields import extract_fields
-
-        return extract_fields(
+        fields: Fields = fields_module().extract_fields(
             path=self.path,
             query=self.query_text,
             headers=list(self.headers.items()),
             body=self.full_body or self.body,
             templates=self.templates,
         )
+        return fields
 
     def to_json(self) -> dict[str, Any]:
         """The report's view: every SPEC §4 key except ``body``."""

@@ -23,9 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pytest_outbound._errors import OutboundError, PolicyError
-from pytest_outbound._fields import Fields
 from pytest_outbound._policy import Destination, Payload
-from pytest_outbound._record import VIOLATION, OutboundRequest
+from pytest_outbound._record import VIOLATION, Fields, OutboundRequest
 from pytest_outbound._summary import destination_uses, summary_lines
 
 SCHEMA_VERSION = 1

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from pytest_outbound._record import fields_module
 from pytest_outbound._value import Value
 
 
@@ -500,14 +501,11 @@ class SensitiveScanner:
                 clean.clear()
             clean.update(t for t in unknown if t.__class__ is str and len(t) <= _CLEAN_LENGTH)
         if body:
-            # Imported here, not at the top: the plugin's start-up imports this module (for the
-            # machine's values), and most runs send no body.
-            from pytest_outbound._fields import decode_content, header_values
-
+            fields = fields_module()  # not imported at start-up: most runs send no body
             layer, data = "", body
-            encoding = ",".join(header_values(headers, "content-encoding")).strip()
+            encoding = ",".join(fields.header_values(headers, "content-encoding")).strip()
             if encoding and encoding.lower() != "identity":
-                decoded = decode_content(body, encoding, partial=True)
+                decoded = fields.decode_content(body, encoding, partial=True)
                 if decoded is not None:
                     layer = "+".join(c.strip().lower() for c in encoding.split(",") if c.strip())
                     data = decoded

@@ -17,8 +17,8 @@ from pytest_outbound._contract import (
     matches_format,
     shorten,
 )
-from pytest_outbound._fields import Fields
 from pytest_outbound._policy import Payload
+from pytest_outbound._record import Fields
 
 UUID = "c0ffee00-1234-4abc-8def-0123456789ab"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib
+import typing
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,13 @@ from host_corpus import CASES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pytest_outbound
 from pytest_outbound._decide import Context, Rules, decide
-from pytest_outbound._fields import Fields, extract_fields
-from pytest_outbound._hosts import HostError, peer_from_url
+from pytest_outbound._fields import extract_fields
+from pytest_outbound._hosts import HostError, Peer, peer_from_url
 from pytest_outbound._interceptors import ambiguous
 from pytest_outbound._policy import Destination, Policy
-from pytest_outbound._record import build_request
+from pytest_outbound._record import Fields, build_request
 from pytest_outbound._sensitive import SensitiveScanner, SensitiveValue
 
 URLS = [case.target for case in CASES if isinstance(case.target, str)]
@@ -1059,6 +1061,15 @@ def test_identical_code_in_two_files_is_two_call_sites(pytester: pytest.Pytester
     pytester.runpytest("-q", "-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
+def test_the_records_annotations_resolve_without_field_extraction() -> None:
+    """``Fields`` is defined beside the record, not in ``_fields`` (imported on first use):
+    ``typing.get_type_hints``, which cattrs, pydantic and typeguard use, resolves every
+    annotation of the public ``OutboundRequest``."""
+    hints = typing.get_type_hints(pytest_outbound.OutboundRequest)
+    assert hints["_fields"] == Fields | None
+    assert hints["peer"] == Peer | None
+
+
 LOADED_MODULES = """
 import sys
 
@@ -1074,10 +1085,10 @@ def pytest_unconfigure(config):
     ("args", "needed"),
     [
         ((), set()),
-        (("--outbound-report", "r.json"), {"pytest_outbound._report", "pytest_outbound._fields"}),
+        (("--outbound-report", "r.json"), {"pytest_outbound._report"}),
         (
             ("-o", "outbound_subprocess=true"),
-            {"pytest_outbound._children", "pytest_outbound._report", "pytest_outbound._fields"},
+            {"pytest_outbound._children", "pytest_outbound._report"},
         ),
     ],
 )

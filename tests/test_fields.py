@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from pytest_outbound._fields import (
     TRANSPORT_HEADERS,
-    Fields,
     decode_body,
     decode_content,
     extract_fields,
     match_path_template,
 )
+from pytest_outbound._record import Fields
 
 
 def fields_of(
