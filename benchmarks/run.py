@@ -18,7 +18,8 @@ loopback sockets on 127.0.0.1 only). Children keep their bytecode in that direct
 (PYTHONPYCACHEPREFIX), as a user's machine keeps it in __pycache__, even where
 PYTHONDONTWRITEBYTECODE=1 is set.
 
-Cases (``--only`` takes these names):
+Cases (``--only`` takes these names). In every case pytest-socket is loaded only where it is
+measured (the suite cases' third variant): every other run passes ``-p no:socket``.
 
 per-request   2,000 GETs in one test through requests + responses and through httpx + respx,
               to a destination of a 50-destination policy (allowed), ``--outbound-mode
