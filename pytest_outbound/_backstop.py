@@ -201,16 +201,21 @@ class Backstop:
         self._lock = threading.Lock()
         self._previous: Backstop | None = None
         self._patches: Patches | None = None
+        #: What ``socket.socket.connect`` and ``socket.gethostbyname`` were when last patched:
+        #: either changed means a tool put its own (or the original) back.
+        self._seen: tuple[object, object] = (None, None)
 
     def ensure(self) -> None:
         """Before each test: patch again what a tool restored (pytest-socket does, per test)."""
-        if self._patches is not None and not (
-            _ours(socket.socket.connect) and _ours(socket.gethostbyname)
+        if self._patches is not None and (
+            socket.socket.connect is not self._seen[0] or socket.gethostbyname is not self._seen[1]
         ):
             _patch_sockets(self._patches)
+            self._seen = (socket.socket.connect, socket.gethostbyname)
 
     def install(self, patches: Patches) -> None:
         _patch_sockets(patches)  # what a session this one runs inside patched stays as it is
+        self._seen = (socket.socket.connect, socket.gethostbyname)
         self._patches = patches
         self._previous = _SWITCH.backstop  # a session nested in another (pytester) stacks
         _SWITCH.backstop = self
