@@ -53,6 +53,14 @@ suite         a generated suite of 3,000 trivial tests (no network), whole-proce
               <= 1.03 vs no plugin, and no slower than pytest-socket. The notes also give the
               ratios of CPU time (user + system, which waiting for a core does not inflate).
               A 1-test suite, on vs off, splits the overhead into start-up and per-test cost.
+              Then the same rows again with only the plugin measured loaded (rows
+              "suite-alone": ``-p no:NAME`` for every other installed pytest plugin). This
+              venv's development plugins (respx, pytest-httpx, requests-mock) import requests
+              and httpx at start-up in every variant, which hid what importing them cost a
+              suite with pytest-outbound alone (until session 9 it imported them itself: +50
+              ms); and hypothesis's plugin imports hypothesis in the terminal summary, where a
+              full garbage collection of the whole heap (~40 ms) falls in one variant and not
+              in another depending on what was allocated before (RESULTS.md, session 9).
 suite-instructions
               the suite case counted in CPU instructions instead of seconds, which a shared,
               noisy machine cannot disturb: ``valgrind --tool=callgrind`` (instructions
@@ -595,6 +603,16 @@ def run_child(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 
     )
 
 
+def other_plugins_disabled() -> list[str]:
+    """``-p no:NAME`` for every installed pytest plugin but the two measured: this venv's
+    development plugins (hypothesis, respx, pytest-recording, ...) are no part of a suite that
+    uses neither pytest-outbound nor pytest-socket."""
+    from importlib.metadata import entry_points
+
+    names = sorted({ep.name for ep in entry_points(group="pytest11")} - {"outbound", "socket"})
+    return [arg for name in names for arg in ("-p", f"no:{name}")]
+
+
 def pytest_args(
     variant: str, root: Path, target: list[str], extra: Sequence[str] = ()
 ) -> list[str]:
@@ -608,6 +626,9 @@ def pytest_args(
     # argument when it looks for the directories to start collecting from, and the suite gets
     # an extra directory node above it (every fixture and marker lookup walks one more level).
     policy = "--outbound-policy=" + str(root / "policy.toml")
+    if variant.endswith("-alone"):  # no other installed plugin either (see the suite case)
+        variant = variant.removesuffix("-alone")
+        base = [*base, *other_plugins_disabled()]
     if variant == "on":
         return [*base, *without_socket, "--outbound-mode", "enforce", policy, *extra]
     if variant == "on-local":
@@ -852,33 +873,46 @@ def http_case(
 
 
 def suite_case(root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
+    rows, raw = suite_rows(root, s, "")
+    alone_rows, raw["alone"] = suite_rows(root, s, "-alone")
+    return rows + alone_rows, raw
+
+
+def suite_rows(root: Path, s: Settings, setting: str) -> tuple[list[Row], dict[str, Any]]:
+    """The suite case in one setting: "" (every installed plugin loaded, as in this venv) or
+    "-alone" (only the plugin measured, ``other_plugins_disabled``)."""
     suite = root / "suite"
+    where = " (only the plugin measured)" if setting else ""
 
     def one(variant: str) -> Child:
-        child = run_child(pytest_args(variant, root, []), suite, child_env())
+        child = run_child(pytest_args(variant + setting, root, []), suite, child_env())
         if child.returncode != 0:
-            raise RuntimeError(f"suite ({variant}) failed:\n{child.output[-3000:]}")
+            raise RuntimeError(f"suite ({variant}{setting}) failed:\n{child.output[-3000:]}")
         return child
 
     def one_test(variant: str) -> Child:
-        child = run_child(pytest_args(variant, root, []), root / "suite-1", child_env())
+        args = pytest_args(variant + setting, root, [])
+        child = run_child(args, root / "suite-1", child_env())
         if child.returncode != 0:
-            raise RuntimeError(f"suite-1 ({variant}) failed:\n{child.output[-3000:]}")
+            raise RuntimeError(f"suite-1 ({variant}{setting}) failed:\n{child.output[-3000:]}")
         return child
 
-    runs = interleaved(s.suite_reps, ["on", "off", "socket"], one, "suite")
+    runs = interleaved(s.suite_reps, ["on", "off", "socket"], one, f"suite{setting}")
     wall = {v: [c.wall for c in cs] for v, cs in runs.items()}
     on, off, sock = median(wall["on"]), median(wall["off"]), median(wall["socket"])
     per_test_us = (on - off) / s.suite_tests * 1e6
     cpu = {v: median([c.cpu for c in cs]) for v, cs in runs.items()}
-    small = interleaved(s.suite_reps, ["on", "off"], one_test, "suite, 1 test")
+    small = interleaved(s.suite_reps, ["on", "off", "socket"], one_test, f"suite{setting}, 1 test")
     small_wall = {v: [c.wall for c in cs] for v, cs in small.items()}
     fixed = median(small_wall["on"]) - median(small_wall["off"])
+    socket_fixed = median(small_wall["socket"]) - median(small_wall["off"])
     per_test_only_us = (on - off - fixed) / s.suite_tests * 1e6
+    socket_per_test_us = (sock - off - socket_fixed) / s.suite_tests * 1e6
+    case = "suite" + setting
     rows = [
         Row(
-            "suite",
-            f"{s.suite_tests} tests: outbound enforce / no plugin",
+            case,
+            f"{s.suite_tests} tests: outbound enforce / no plugin{where}",
             on / off,
             "x",
             None,
@@ -894,8 +928,8 @@ def suite_case(root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
             },
         ),
         Row(
-            "suite",
-            f"{s.suite_tests} tests: pytest-socket --disable-socket / no plugin",
+            case,
+            f"{s.suite_tests} tests: pytest-socket --disable-socket / no plugin{where}",
             sock / off,
             "x",
             None,
@@ -905,8 +939,8 @@ def suite_case(root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
             {"median_socket_s": sock, "cpu_ratio": cpu["socket"] / cpu["off"]},
         ),
         Row(
-            "suite",
-            "outbound / pytest-socket",
+            case,
+            f"outbound / pytest-socket{where}",
             on / sock,
             "x",
             None,
@@ -917,16 +951,23 @@ def suite_case(root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
             {"cpu_ratio": cpu["on"] / cpu["socket"]},
         ),
         Row(
-            "suite",
-            "start-up: a 1-test suite, on - off",
+            case,
+            f"start-up: a 1-test suite, on - off{where}",
             fixed * 1000,
             "ms",
             None,
             "",
             None,
-            f"{median(small_wall['on']):.2f} s vs {median(small_wall['off']):.2f} s; the rest"
-            f" of the {s.suite_tests}-test overhead is {per_test_only_us:.0f} us/test",
-            {"fixed_s": fixed, "per_test_us_after_start_up": per_test_only_us},
+            f"{median(small_wall['on']):.3f} s vs {median(small_wall['off']):.3f} s; the rest"
+            f" of the {s.suite_tests}-test overhead is {per_test_only_us:.1f} us/test."
+            f" pytest-socket: start-up {socket_fixed * 1000:+.1f} ms,"
+            f" {socket_per_test_us:.1f} us/test",
+            {
+                "fixed_s": fixed,
+                "per_test_us_after_start_up": per_test_only_us,
+                "socket_fixed_s": socket_fixed,
+                "socket_per_test_us_after_start_up": socket_per_test_us,
+            },
         ),
     ]
     cpu_s = {v: [c.cpu for c in cs] for v, cs in runs.items()}
@@ -1862,7 +1903,7 @@ def main(argv: list[str] | None = None) -> int:
         profiles: dict[str, Any] = {}
         profile_text: list[str] = []
         if options.profile:
-            missed = {r.case for r in rows if r.passed is False}
+            missed = {r.case.removesuffix("-alone") for r in rows if r.passed is False}
             http_tests = {
                 name: [(test, variant) for test, _ in pairs if "+" not in test]
                 for name, (pairs, _, variant) in HTTP_CASES.items()
