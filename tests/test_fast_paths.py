@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -1119,3 +1121,19 @@ def test_start_up_loads_only_the_modules_the_run_needs(
     assert aiohttp_adapter == ("peer:aiohttp" in loaded)
     if args:
         assert (pytester.path / "r.json").exists() == ("r.json" in args)
+
+
+def test_idna_is_imported_only_for_a_host_that_is_not_ascii() -> None:
+    """Start-up: host parsing needs ``idna`` only for a name that is not ASCII (1 ms)."""
+    script = (
+        "import sys\n"
+        "from pytest_outbound._hosts import peer_from_url\n"
+        "peer_from_url('https://api.example.com/')\n"
+        "print('idna' in sys.modules)\n"
+        "print(peer_from_url('https://b\\u00fccher.example/').host)\n"
+        "print('idna' in sys.modules)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout.split() == ["False", "xn--bcher-kva.example", "True"]

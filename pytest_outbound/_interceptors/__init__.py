@@ -16,12 +16,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
-import importlib.machinery
 import io
 import sys
 import threading
-import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -88,69 +86,40 @@ def ambiguous(url: object) -> bool:
 class Installation:
     """Every patch of one session, undone exactly and in reverse by ``undo``.
 
-    A client library is patched once it has been imported, and never imported for it: a suite
-    that does not use requests or httpx does not pay for importing them (tens of milliseconds
-    at every start). What is imported already is patched at once; what is imported later is
-    patched the moment its import ends, before any code can call it (``_AfterImport``).
-    ``catch_up``, called after collection and before every test, patches anything an import
-    that bypassed the finder brought in, and raises what a patch made in an import failed with.
+    requests, httpx, urllib3 and the standard library are patched at once. Peers that only
+    matter once a test suite uses them (aiohttp, vcrpy, requests-mock) are patched when they
+    have been imported, so a suite that never imports them does not pay for importing them:
+    ``catch_up`` is called again after collection and before every test.
     """
 
     def __init__(self, guard: Guard) -> None:
         from pytest_outbound._backstop import Backstop
+        from pytest_outbound._interceptors import _httpx, _requests, _stdlib, _urllib3
 
         self.guard = guard
         self.patches = Patches()
         self.backstop = Backstop(guard)
         self._modules_seen: tuple[int, str | None] = (-1, None)
-        #: (modules that must have been imported, our module and its installer), each run once,
-        #: in this order (a library before the peers that build on it); the adapter module
-        #: itself is imported only then.
+        #: (modules that must be imported, our module and its installer), each run once; the
+        #: aiohttp adapter itself is imported only then.
         self._pending: list[tuple[tuple[str, ...], str, str]] = [
-            (("requests",), "_requests", "install"),
-            (("httpx",), "_httpx", "install"),
-            (("urllib3",), "_urllib3", "install"),
-            (("http.client",), "_stdlib", "install_http_client"),
-            (("urllib.request",), "_stdlib", "install_urllib_request"),
             (("aiohttp",), "_aiohttp", "install"),
             (("requests_mock",), "_requests", "install_requests_mock"),
             (("vcr",), "_stdlib", "install_vcr"),
             (("vcr", "aiohttp"), "_aiohttp", "install_vcr"),
         ]
-        #: The modules above whose import has ended (a module in sys.modules may still be
-        #: executing: requests is, while the urllib3 it imports is patched).
-        self._imported: set[str] = set()
-        self._failed: list[BaseException] = []
-        #: Imports end in any thread. A name joins ``_imported`` only under this lock, so that
-        #: no other thread runs its installer while the import that added it is still
-        #: finishing (and holds that module's import lock). Reentrant: an installer's own
-        #: imports may end here too.
-        self._lock = threading.RLock()
-        self._watched = frozenset(name for entry in self._pending for name in entry[0])
-        self._finder = _AfterImport(set(self._watched), self)
         try:
+            for install in (_requests.install, _httpx.install, _urllib3.install, _stdlib.install):
+                install(guard, self.patches)
             _remember_thread_origins(guard, self.patches)
             self.backstop.install(self.patches)
-            sys.meta_path.insert(0, self._finder)
             self.catch_up()
         except BaseException:
             self.undo()
             raise
 
-    def imported(self, name: str) -> None:
-        """``name``'s import has just ended: patch what waited for it. An error is kept for
-        ``catch_up`` to raise: raised here, it would fail the import in the code under test."""
-        with self._lock:
-            self._imported.add(name)
-            try:
-                self._install_ready()
-            except Exception as exc:  # raised again by catch_up, in pytest's hands
-                self._failed.append(exc)
-
     def catch_up(self) -> None:
-        """Patch the libraries that have been imported and are not patched yet."""
-        if self._failed:
-            raise self._failed.pop(0)
+        """Patch the peers that have been imported since the last call."""
         modules = sys.modules
         if not self._pending:
             return
@@ -160,93 +129,16 @@ class Installation:
         if seen == self._modules_seen:
             return
         self._modules_seen = seen
-        with self._lock:
-            self._imported.update(name for name in self._watched if _imported(modules, name))
-            self._install_ready()
-
-    def _install_ready(self) -> None:
-        imported = self._imported
         for entry in list(self._pending):
             required, adapter, installer = entry
-            if all(name in imported for name in required):
+            if all(name in modules for name in required):
                 self._pending.remove(entry)
                 module = importlib.import_module(f"{__name__}.{adapter}")
                 getattr(module, installer)(self.guard, self.patches)
-        if not self._pending:
-            self._finder.names.clear()
 
     def undo(self) -> None:
-        if self._finder in sys.meta_path:
-            sys.meta_path.remove(self._finder)
-        self._finder.names.clear()
         self.backstop.uninstall()
         self.patches.undo()
-
-
-def _imported(modules: dict[str, types.ModuleType], name: str) -> bool:
-    """Whether ``name`` has been imported, and is not still executing (in another thread)."""
-    module = modules.get(name)
-    return module is not None and not getattr(module.__spec__, "_initializing", False)
-
-
-class _AfterImport:
-    """A meta path finder that tells the installation when one of ``names`` has been imported.
-
-    It finds nothing itself: it asks the finders after it, and has the module's loader report
-    once the module has executed, so a library is patched before the code importing it can use
-    it (the first test that imports requests lazily, inside a function, is judged like any
-    other). Every other import costs one set lookup."""
-
-    def __init__(self, names: set[str], installation: Installation) -> None:
-        self.names = names
-        self._installation = installation
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None = None, target: object = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in self.names:
-            return None
-        finders = sys.meta_path
-        after = finders[finders.index(self) + 1 :] if self in finders else []
-        spec = None
-        for finder in after:  # those before this one have been asked already
-            find = getattr(finder, "find_spec", None)
-            if find is not None:
-                spec = find(fullname, path, target)
-                if spec is not None:
-                    break
-        loader = spec.loader if spec is not None else None
-        own = getattr(loader, "__dict__", None)
-        # A loader shared by many modules (a class: builtin, frozen), or one that cannot take
-        # an attribute of its own, is left alone: catch_up patches what it loads.
-        if (
-            loader is None
-            or own is None
-            or isinstance(loader, type)
-            or "exec_module" in own
-            or not hasattr(loader, "exec_module")
-        ):
-            return spec
-        names = self.names
-        names.discard(fullname)  # once
-        run = loader.exec_module
-        installation = self._installation
-
-        def exec_module(module: types.ModuleType) -> None:
-            try:
-                run(module)
-            except BaseException:
-                names.add(fullname)  # not imported: watch the next attempt
-                raise
-            finally:
-                del loader.exec_module  # the loader's own again (reload, importlib.resources)
-            parent, _, child = fullname.rpartition(".")
-            if parent:  # as the import system does next: ``http.client`` works in an installer
-                setattr(sys.modules[parent], child, module)
-            installation.imported(fullname)
-
-        loader.exec_module = exec_module
-        return spec
 
 
 def install_all(guard: Guard) -> Undo:

@@ -8,7 +8,9 @@ proxy itself is judged by the socket backstop.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import http.client
+import urllib.request
+from typing import Any
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import (
@@ -19,17 +21,12 @@ from pytest_outbound._interceptors import (
     url_of,
 )
 
-if TYPE_CHECKING:
-    import http.client
-    import urllib.request
-
 CLIENT = "http.client"
 
 
-def install_http_client(guard: Guard, patches: Patches) -> None:
-    import http.client
-
+def install(guard: Guard, patches: Patches) -> None:
     original_request = http.client.HTTPConnection.request
+    original_do_open = urllib.request.AbstractHTTPHandler.do_open
 
     def request(
         self: http.client.HTTPConnection,
@@ -58,14 +55,6 @@ def install_http_client(guard: Guard, patches: Patches) -> None:
         )
         return original_request(self, method, url, body, headers, **kwargs)
 
-    patches.patch(http.client.HTTPConnection, "request", request)
-
-
-def install_urllib_request(guard: Guard, patches: Patches) -> None:
-    import urllib.request
-
-    original_do_open = urllib.request.AbstractHTTPHandler.do_open
-
     def do_open(
         self: urllib.request.AbstractHTTPHandler,
         http_class: Any,
@@ -86,6 +75,7 @@ def install_urllib_request(guard: Guard, patches: Patches) -> None:
         with judged_above(req):
             return original_do_open(self, http_class, req, **kwargs)
 
+    patches.patch(http.client.HTTPConnection, "request", request)
     patches.patch(urllib.request.AbstractHTTPHandler, "do_open", do_open)
 
 
