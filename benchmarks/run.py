@@ -138,7 +138,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -881,22 +881,19 @@ def suite_case(root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
 def suite_rows(root: Path, s: Settings, setting: str) -> tuple[list[Row], dict[str, Any]]:
     """The suite case in one setting: "" (every installed plugin loaded, as in this venv) or
     "-alone" (only the plugin measured, ``other_plugins_disabled``)."""
-    suite = root / "suite"
     where = " (only the plugin measured)" if setting else ""
 
-    def one(variant: str) -> Child:
-        child = run_child(pytest_args(variant + setting, root, []), suite, child_env())
-        if child.returncode != 0:
-            raise RuntimeError(f"suite ({variant}{setting}) failed:\n{child.output[-3000:]}")
-        return child
+    def runner(suite: str) -> Callable[[str], Child]:
+        def one(variant: str) -> Child:
+            args = pytest_args(variant + setting, root, [])
+            child = run_child(args, root / suite, child_env())
+            if child.returncode != 0:
+                raise RuntimeError(f"{suite} ({variant}{setting}) failed:\n{child.output[-3000:]}")
+            return child
 
-    def one_test(variant: str) -> Child:
-        args = pytest_args(variant + setting, root, [])
-        child = run_child(args, root / "suite-1", child_env())
-        if child.returncode != 0:
-            raise RuntimeError(f"suite-1 ({variant}{setting}) failed:\n{child.output[-3000:]}")
-        return child
+        return one
 
+    one, one_test = runner("suite"), runner("suite-1")
     runs = interleaved(s.suite_reps, ["on", "off", "socket"], one, f"suite{setting}")
     wall = {v: [c.wall for c in cs] for v, cs in runs.items()}
     on, off, sock = median(wall["on"]), median(wall["off"]), median(wall["socket"])
