@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from pytest_outbound._children import ENV, record_writer
@@ -20,6 +21,10 @@ from pytest_outbound._report import destination_from_json
 from pytest_outbound._sensitive import SensitiveScanner, SensitiveValue
 
 _started = False
+
+
+def _say(error: Exception) -> None:
+    sys.stderr.write(f"{error}\n")  # "pytest-outbound could not patch ..."
 
 
 def start() -> None:
@@ -57,5 +62,7 @@ def start() -> None:
         guard.scope = Scope(data["nodeid"], context, phase=data["phase"])
     else:
         guard.outside_phase = data["phase"]
-    install_all(guard)
+    # A library imported later that cannot be patched must not break the child's import, and
+    # there is no pytest here to raise it in: say so where the child's errors go.
+    install_all(guard, on_error=_say)
     _started = True

@@ -25,7 +25,7 @@ from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._exit import watch as watch_exit
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
-from pytest_outbound._interceptors import Installation
+from pytest_outbound._interceptors import Installation, InstallError
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
 from pytest_outbound._sensitive import (
@@ -349,7 +349,12 @@ class OutboundPlugin:
         self.guard.offline = bool(
             config.getoption("outbound_offline") or config.getini("outbound_offline")
         )
-        self.installation = Installation(self.guard)
+        try:
+            self.installation = Installation(self.guard)
+        except InstallError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        #: Whether a test has failed for ``installation.error`` (the one whose phase made it).
+        self._install_error_shown = False
         self.children: ChildGuards | None = None
         if config.getini("outbound_subprocess"):
             from pytest_outbound._children import ChildGuards
@@ -513,7 +518,10 @@ class OutboundPlugin:
 
     def pytest_collection_finish(self) -> None:
         self.guard.outside_phase = "session"
-        self.installation.catch_up()  # peers the test modules imported (aiohttp, vcr, ...)
+        try:
+            self.installation.catch_up()  # what the test modules imported, if not seen yet
+        except InstallError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -579,7 +587,11 @@ class OutboundPlugin:
                 raise pytest.UsageError(str(exc)) from None
         scope = Scope(item.nodeid, context)
         self._item, self._scope = item, scope
-        self.installation.catch_up()
+        # not contextlib.suppress: a context manager per test costs more than this
+        try:  # noqa: SIM105
+            self.installation.catch_up()
+        except InstallError:
+            pass  # fails the setup where it ends (``_settle``): pytest's own must run first
         self.installation.backstop.ensure()
         return (yield from self._phase(item, scope, "setup"))
 
@@ -631,10 +643,23 @@ class OutboundPlugin:
         if self._setting_up:
             self._settle_fixtures(ended=True)
         children = self._collect_children(scope) if self.children is not None else []
-        if not (scope.pending or children or (phase == "call" and id(item) in self._expects)):
+        if not (
+            scope.pending
+            or children
+            or (phase == "call" and id(item) in self._expects)
+            or self.installation.error is not None
+        ):
             return  # the common case: nothing to add
+        # A library could not be patched: the phase that imported it fails, and every test's
+        # setup from then on (what that library sends is not judged).
+        error = self.installation.error
+        if self._install_error_shown and phase != "setup":
+            error = None
+        self._install_error_shown = error is not None or self._install_error_shown
         pending, scope.pending = scope.pending, []
         if raised is not None:
+            if error is not None:
+                item.add_report_section(phase, "outbound", str(error))
             surfaced = {id(e) for e in _exception_chain(raised)}
             swallowed = [e for e in pending if id(e) not in surfaced]
             if swallowed:
@@ -642,7 +667,7 @@ class OutboundPlugin:
             if children:
                 item.add_report_section(phase, "outbound", _children_text(children))
             return
-        problems = []
+        problems = [] if error is None else [str(error)]
         if pending:
             problems.append(_swallowed_text(pending))
         if children:
@@ -757,6 +782,8 @@ class OutboundPlugin:
     ) -> list[str]:
         """What makes the run fail besides its tests: docs out of date, coverage, late egress."""
         problems = []
+        if self.installation.error is not None:  # after the last test, say, or in a worker
+            problems.append(str(self.installation.error))
         if self.outside_blocked():
             problems.append(
                 f"{self.outside_blocked()} request(s) outside any test were blocked (enforce):"

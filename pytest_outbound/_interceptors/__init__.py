@@ -16,10 +16,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
+import importlib.machinery
 import io
+import operator
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -83,67 +86,270 @@ def ambiguous(url: object) -> bool:
     return known
 
 
+#: What patches each client library: the modules it needs imported first, and its installer
+#: (``module:function``, the module imported only then). They run in this order: a library
+#: before the peers that build on it.
+ADAPTERS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("http.client",), f"{__name__}._stdlib:install_http_client"),
+    (("urllib.request",), f"{__name__}._stdlib:install_urllib_request"),
+    (("urllib3",), f"{__name__}._urllib3:install"),
+    (("requests",), f"{__name__}._requests:install"),
+    (("httpx",), f"{__name__}._httpx:install"),
+    (("aiohttp",), f"{__name__}._aiohttp:install"),
+    (("requests", "requests_mock"), f"{__name__}._requests:install_requests_mock"),
+    (("vcr",), f"{__name__}._stdlib:install_vcr"),
+    (("vcr", "aiohttp"), f"{__name__}._aiohttp:install_vcr"),
+)
+
+
+class InstallError(Exception):
+    """A client library was imported and could not be patched: its requests go unjudged."""
+
+
 class Installation:
     """Every patch of one session, undone exactly and in reverse by ``undo``.
 
-    requests, httpx, urllib3 and the standard library are patched at once. Peers that only
-    matter once a test suite uses them (aiohttp, vcrpy, requests-mock) are patched when they
-    have been imported, so a suite that never imports them does not pay for importing them:
-    ``catch_up`` is called again after collection and before every test.
+    A client library is patched once it has been imported, and never imported for it: a suite
+    that does not use requests or httpx does not pay for importing them (tens of milliseconds
+    at every start). What is imported already is patched at once. What is imported later is
+    patched the moment its import ends, in whichever thread, before the code importing it can
+    call it (``_ImportWatch``), so a library first imported inside a test is judged by its own
+    interceptor in that very test. A module object is patched once, and one imported again
+    (dropped from ``sys.modules``, as pytester does, or reloaded) is patched again.
+
+    ``catch_up``, called after collection and before every test, patches what an import the
+    watch did not see brought in. An installer that fails inside an import does not fail the
+    import (the code under test would see the plugin's error as its own): the failure is
+    ``error``, which ``catch_up`` raises from then on, and ``on_error`` is told at once.
     """
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        adapters: Sequence[tuple[tuple[str, ...], str]] = ADAPTERS,
+        on_error: Callable[[InstallError], None] | None = None,
+    ) -> None:
         from pytest_outbound._backstop import Backstop
-        from pytest_outbound._interceptors import _httpx, _requests, _stdlib, _urllib3
 
         self.guard = guard
         self.patches = Patches()
         self.backstop = Backstop(guard)
+        self.adapters = tuple(adapters)
+        self.error: InstallError | None = None
+        self._on_error = on_error
         self._modules_seen: tuple[int, str | None] = (-1, None)
-        #: (modules that must be imported, our module and its installer), each run once; the
-        #: aiohttp adapter itself is imported only then.
-        self._pending: list[tuple[tuple[str, ...], str, str]] = [
-            (("aiohttp",), "_aiohttp", "install"),
-            (("requests_mock",), "_requests", "install_requests_mock"),
-            (("vcr",), "_stdlib", "install_vcr"),
-            (("vcr", "aiohttp"), "_aiohttp", "install_vcr"),
-        ]
+        #: Each adapter's modules when its installer last ran, by its index in ``adapters``.
+        self._done: dict[int, tuple[types.ModuleType, ...]] = {}
+        #: Modules whose execution has ended, by name, though the import system still marks
+        #: them as initializing (the installers run at that moment).
+        self._executed: dict[str, types.ModuleType] = {}
+        #: Imports end in any thread, and an installer's own imports may end inside it
+        #: (reentrant). ``undo`` takes it too: no import that ends afterwards patches anything.
+        self._lock = threading.RLock()
+        self._closed = False
         try:
-            for install in (_requests.install, _httpx.install, _urllib3.install, _stdlib.install):
-                install(guard, self.patches)
             _remember_thread_origins(guard, self.patches)
             self.backstop.install(self.patches)
+            _WATCH.add(self)
             self.catch_up()
         except BaseException:
             self.undo()
             raise
 
+    @property
+    def watched(self) -> frozenset[str]:
+        return frozenset(name for needs, _ in self.adapters for name in needs)
+
     def catch_up(self) -> None:
-        """Patch the peers that have been imported since the last call."""
+        """Patch the libraries imported and not patched yet; raise ``error`` if there is one."""
+        if self.error is not None:
+            raise self.error
         modules = sys.modules
-        if not self._pending:
-            return
         # Before every test: nothing imported since the last look when sys.modules has the same
         # size and the same newest entry (an import and a removal that cancel out change that).
         seen = (len(modules), next(reversed(modules), None))
         if seen == self._modules_seen:
             return
         self._modules_seen = seen
-        for entry in list(self._pending):
-            required, adapter, installer = entry
-            if all(name in modules for name in required):
-                self._pending.remove(entry)
-                module = importlib.import_module(f"{__name__}.{adapter}")
-                getattr(module, installer)(self.guard, self.patches)
+        with self._lock:
+            self._install_ready()
+        if self.error is not None:
+            raise self.error
+
+    def executed(self, name: str, module: types.ModuleType) -> None:
+        """``module``, imported as ``name``, has just been executed (a first import, another
+        import after it was dropped from sys.modules, or a reload, which makes new classes):
+        patch what needs it. Never raises an installer's error (see the class)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._executed[name] = module
+            for index, (needs, _) in enumerate(self.adapters):
+                if name in needs:
+                    self._done.pop(index, None)
+            self._install_ready()
+
+    def _install_ready(self) -> None:
+        """Run each installer whose modules are all imported, unless it ran for these very
+        module objects. Called with the lock held."""
+        if self._closed:
+            return
+        modules = sys.modules
+        executed = self._executed
+        for index, (needs, installer) in enumerate(self.adapters):
+            found = []
+            for name in needs:
+                module = modules.get(name)
+                if module is None or (
+                    executed.get(name) is not module
+                    and getattr(getattr(module, "__spec__", None), "_initializing", False)
+                ):  # not imported, or still executing in another thread: its import will say
+                    break
+                found.append(module)
+            else:
+                ready = tuple(found)
+                done = self._done.get(index)
+                if done is not None and all(map(operator.is_, done, ready)):
+                    continue
+                self._done[index] = ready  # before it runs: its own imports may come back here
+                try:
+                    owner, _, function = installer.partition(":")
+                    getattr(importlib.import_module(owner), function)(self.guard, self.patches)
+                except Exception as exc:
+                    self._failed(needs, ready, exc)
+
+    def _failed(
+        self, needs: tuple[str, ...], modules: tuple[types.ModuleType, ...], exc: Exception
+    ) -> None:
+        versions = [
+            f"{name} {version}" if isinstance(version, str) else name
+            for name, version in zip(
+                needs, (getattr(m, "__version__", None) for m in modules), strict=True
+            )
+        ]
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, AttributeError) and isinstance(exc.obj, types.ModuleType):
+            # not "partially initialized module ...": the installers run as its import ends
+            detail = f"AttributeError: module {exc.obj.__name__!r} has no attribute {exc.name!r}"
+        error = InstallError(
+            f"pytest-outbound could not patch {' and '.join(versions)}"
+            f" ({detail}), so requests made with it would not be judged."
+            " Use a version pytest-outbound supports (see its README), or run without the"
+            " plugin: -p no:outbound"
+        )
+        error.__cause__ = exc
+        if self.error is None:
+            self.error = error
+        if self._on_error is not None:
+            self._on_error(error)
 
     def undo(self) -> None:
+        with self._lock:
+            self._closed = True
+        _WATCH.discard(self)
         self.backstop.uninstall()
         self.patches.undo()
 
 
-def install_all(guard: Guard) -> Undo:
-    """Patch every client library in use (all or nothing); return the undo."""
-    return Installation(guard).undo
+class _ImportWatch:
+    """The meta path finder that tells every live ``Installation`` when a module one of them
+    watches has been executed. One for the process: nested sessions (pytester's) share it.
+
+    It finds nothing itself. For a watched name it asks the finders after it, and returns
+    their spec with its loader wrapped in a ``_ReportingLoader`` for this one import (a
+    loader object may serve many modules: zipimport's, pytest's assertion rewriter). Every
+    other import costs one set lookup."""
+
+    def __init__(self) -> None:
+        self.names: frozenset[str] = frozenset()
+        self.installations: tuple[Installation, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, installation: Installation) -> None:
+        """Watch for ``installation`` too, and stand first in ``sys.meta_path``: a nested
+        session's assertion rewriter, inserted since, would otherwise load before it."""
+        with self._lock:
+            self.installations += (installation,)
+            self.names = self.names | installation.watched
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            sys.meta_path.insert(0, self)
+
+    def discard(self, installation: Installation) -> None:
+        with self._lock:
+            self.installations = tuple(i for i in self.installations if i is not installation)
+            self.names = frozenset(name for i in self.installations for name in i.watched)
+            if not self.installations and self in sys.meta_path:
+                sys.meta_path.remove(self)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        finders = sys.meta_path
+        for finder in finders[finders.index(self) + 1 :] if self in finders else ():
+            find = getattr(finder, "find_spec", None)
+            spec = None if find is None else find(fullname, path, target)
+            if spec is not None:
+                loader = spec.loader
+                # A namespace package executes nothing; a loader without exec_module is left
+                # to the import system's old protocol, and to catch_up.
+                if loader is not None and hasattr(loader, "exec_module"):
+                    spec.loader = _ReportingLoader(loader)
+                return spec  # type: ignore[no-any-return]
+        return None  # the import system goes on to the finders after this one itself
+
+    def executed(self, name: str, module: types.ModuleType) -> None:
+        for installation in self.installations:
+            installation.executed(name, module)
+
+
+class _ReportingLoader:
+    """A module's own loader, for one import, that reports when the module has executed.
+
+    Before the module runs, its ``__loader__`` and ``__spec__.loader`` are the real loader
+    again (``importlib.resources``, ``inspect``, ``reload`` see nothing of this). After it
+    ran, and only if it is the module ``sys.modules`` holds (not a copy loaded by hand), the
+    submodule is bound on its package first, as the import system does right after (so
+    ``http.client`` works in an installer), and the watch is told."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        create = getattr(self.loader, "create_module", None)
+        return None if create is None else create(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        loader = self.loader
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = loader
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = loader
+        loader.exec_module(module)
+        name = module.__name__
+        if sys.modules.get(name) is not module:
+            return
+        package, _, child = name.rpartition(".")
+        parent = sys.modules.get(package) if package else None
+        if parent is not None:
+            setattr(parent, child, module)
+        _WATCH.executed(name, module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
+_WATCH = _ImportWatch()
+
+
+def install_all(guard: Guard, on_error: Callable[[InstallError], None] | None = None) -> Undo:
+    """Patch every client library in use, now and when imported (all or nothing at once);
+    return the undo."""
+    return Installation(guard, on_error=on_error).undo
 
 
 def _remember_thread_origins(guard: Guard, patches: Patches) -> None:

@@ -70,5 +70,8 @@ def install_requests_mock(guard: Guard, patches: Patches) -> None:
     import requests
     import requests_mock.mocker
 
-    if "_original_send" in vars(requests_mock.mocker):
+    saved = vars(requests_mock.mocker).get("_original_send")
+    # Imported after requests was patched, it saved our send already: patching it with itself
+    # would make the function its own ``__wrapped__`` (``inspect.signature`` then fails).
+    if saved is not None and saved is not requests.Session.send:
         patches.patch(requests_mock.mocker, "_original_send", requests.Session.send)

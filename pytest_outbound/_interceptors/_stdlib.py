@@ -8,9 +8,7 @@ proxy itself is judged by the socket backstop.
 
 from __future__ import annotations
 
-import http.client
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import (
@@ -21,12 +19,17 @@ from pytest_outbound._interceptors import (
     url_of,
 )
 
+if TYPE_CHECKING:
+    import http.client
+    import urllib.request
+
 CLIENT = "http.client"
 
 
-def install(guard: Guard, patches: Patches) -> None:
+def install_http_client(guard: Guard, patches: Patches) -> None:
+    import http.client
+
     original_request = http.client.HTTPConnection.request
-    original_do_open = urllib.request.AbstractHTTPHandler.do_open
 
     def request(
         self: http.client.HTTPConnection,
@@ -55,6 +58,14 @@ def install(guard: Guard, patches: Patches) -> None:
         )
         return original_request(self, method, url, body, headers, **kwargs)
 
+    patches.patch(http.client.HTTPConnection, "request", request)
+
+
+def install_urllib_request(guard: Guard, patches: Patches) -> None:
+    import urllib.request
+
+    original_do_open = urllib.request.AbstractHTTPHandler.do_open
+
     def do_open(
         self: urllib.request.AbstractHTTPHandler,
         http_class: Any,
@@ -75,7 +86,6 @@ def install(guard: Guard, patches: Patches) -> None:
         with judged_above(req):
             return original_do_open(self, http_class, req, **kwargs)
 
-    patches.patch(http.client.HTTPConnection, "request", request)
     patches.patch(urllib.request.AbstractHTTPHandler, "do_open", do_open)
 
 

@@ -1,0 +1,598 @@
+"""Client libraries are patched when the suite imports them, never imported for the plugin.
+
+A suite that does not use requests or httpx must not pay for importing them at every start
+(tens of milliseconds), and a library first imported inside a test (a lazy ``import requests``
+in the code under test) must still be judged by its own interceptor in that very test, not
+only by the socket backstop.
+
+The subprocess runs here load no other plugin (``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` and
+``-p outbound``): respx, pytest-httpx and requests-mock would import the clients first. The
+in-process tests drive ``Installation`` with probe packages written to ``tmp_path`` and probe
+installers, so that each import is the first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import sys
+import threading
+import types
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_outbound._decide import Context, Rules
+from pytest_outbound._guard import Guard
+from pytest_outbound._interceptors import (
+    _WATCH,
+    Installation,
+    InstallError,
+    Patches,
+    _ReportingLoader,
+)
+from pytest_outbound._policy import Policy
+
+CLIENT_MODULES = ("requests", "httpx", "urllib3", "http.client", "urllib.request")
+
+# Written by the inner session's conftest: which of NAMES the run had imported at its end.
+LOADED = """
+import sys
+
+NAMES = {names!r}
+
+
+def pytest_unconfigure(config):
+    with open("loaded.txt", "w") as out:
+        out.write(" ".join(name for name in NAMES if name in sys.modules))
+"""
+
+# A library that imports like httpx and is no version the plugin can patch.
+FAKE_HTTPX = '__version__ = "0.0.1"\n\n\ndef get(url):\n    return "fake " + url\n'
+
+
+def run_alone(pytester: pytest.Pytester, *args: str, ini: str = "") -> pytest.RunResult:
+    """A pytest run in a fresh interpreter with this plugin and no other."""
+    pytester.makeini(
+        "[pytest]\noutbound_mode = enforce\noutbound_sensitive_machine = false\n" + ini
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        return pytester.runpytest_subprocess("-p", "outbound", "-p", "no:cacheprovider", *args)
+
+
+def loaded(pytester: pytest.Pytester) -> list[str]:
+    return (pytester.path / "loaded.txt").read_text().split()
+
+
+# -- in a real run ----------------------------------------------------------------------------
+
+
+def test_a_suite_that_uses_no_client_imports_none(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(LOADED.format(names=(*CLIENT_MODULES, "pytest_outbound._plugin")))
+    pytester.makepyfile("def test_quiet():\n    pass\n")
+    result = run_alone(pytester)
+    result.assert_outcomes(passed=1)
+    assert loaded(pytester) == ["pytest_outbound._plugin"]
+
+
+LAZY_CLIENTS = {
+    "requests": ("requests", "import requests\n    requests.get(URL, timeout=1)"),
+    "httpx": ("httpx", "import httpx\n    httpx.get(URL)"),
+    "urllib.request": (
+        "http.client",
+        "import urllib.request\n    urllib.request.urlopen(URL, timeout=1)",
+    ),
+    "http.client": (
+        "http.client",
+        "import http.client\n"
+        "    http.client.HTTPConnection('api.example.com', timeout=1).request('GET', '/x')",
+    ),
+}
+
+
+@pytest.mark.parametrize("library", list(LAZY_CLIENTS))
+def test_a_client_first_imported_inside_a_test_is_judged_by_its_interceptor(
+    pytester: pytest.Pytester, library: str
+) -> None:
+    """The import happens in the test's call: no hook of the plugin runs between it and the
+    request. Without the import watch only the socket backstop would see it, as ``[socket]``."""
+    client, code = LAZY_CLIENTS[library]
+    pytester.makeconftest(LOADED.format(names=CLIENT_MODULES))
+    test_code = "def test_lazy():\n    CODE\n\n\ndef test_again():\n    CODE\n"
+    pytester.makepyfile('URL = "http://api.example.com/x"\n\n\n' + test_code.replace("CODE", code))
+    result = run_alone(pytester, "-rN")
+    result.assert_outcomes(failed=2)
+    for test in ("test_lazy", "test_again"):
+        result.stdout.fnmatch_lines(
+            [f"*::{test} at *: GET http://api.example.com/x [[]{client}] undocumented"]
+        )
+    result.stdout.no_fnmatch_line("*[[]socket]*")
+    assert library in loaded(pytester)
+
+
+def test_mocks_imported_inside_a_test_see_the_patched_clients(pytester: pytest.Pytester) -> None:
+    """responses and requests-mock imported lazily import requests as they go: the requests
+    they answer are still recorded and judged, and requests-mock, which saved our send as its
+    own at its import, does not make that send its own ``__wrapped__``."""
+    pytester.makepyfile(
+        """
+        import inspect
+
+        def test_responses(outbound):
+            import requests
+            import responses
+
+            with responses.RequestsMock() as mock:
+                mock.get("http://api.example.com/x", json={"ok": True})
+                assert requests.get("http://api.example.com/x").json() == {"ok": True}
+            assert [(r.url, r.client) for r in outbound.requests] == [
+                ("http://api.example.com/x", "requests")
+            ]
+
+        def test_requests_mock(outbound):
+            import requests
+            import requests_mock
+
+            inspect.signature(requests.Session.send)  # "wrapper loop" if patched with itself
+            with requests_mock.Mocker() as mock:
+                mock.get("http://api.example.com/y", text="mocked")
+                assert requests.get("http://api.example.com/y").text == "mocked"
+            assert [r.url for r in outbound.requests] == ["http://api.example.com/y"]
+
+        def test_requests_mock_undocumented():
+            import requests
+            import requests_mock
+
+            with requests_mock.Mocker() as mock:
+                mock.get("http://elsewhere.example.org/z", text="mocked")
+                requests.get("http://elsewhere.example.org/z")
+        """
+    )
+    result = run_alone(pytester, "-rN", ini="outbound_allow = api.example.com\n")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*::test_requests_mock_undocumented at *: GET http://elsewhere.example.org/z*"]
+    )
+
+
+def test_a_library_that_cannot_be_patched_fails_the_test_that_imported_it_and_the_next(
+    pytester: pytest.Pytester,
+) -> None:
+    """The import itself succeeds (the code under test must not see the plugin's error as its
+    own); the test whose call imported it fails, every later test errors in its setup, and the
+    session's summary says it again."""
+    pytester.makepyfile(httpx=FAKE_HTTPX)
+    pytester.makepyfile(
+        test_lazy="""
+        def test_before():
+            pass
+
+        def test_imports():
+            import httpx
+            assert httpx.get("u") == "fake u"
+
+        def test_after():
+            pass
+        """
+    )
+    result = run_alone(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    message = "*pytest-outbound could not patch httpx 0.0.1 (AttributeError: *"
+    result.stdout.fnmatch_lines(
+        ["*_ ERROR at setup of test_after _*", message, "*_ test_imports _*", message]
+    )
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_library_imported_by_a_test_module_that_cannot_be_patched_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(httpx=FAKE_HTTPX)
+    pytester.makepyfile(test_module="import httpx\n\n\ndef test_it():\n    pass\n")
+    result = run_alone(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-outbound could not patch httpx 0.0.1 (*"])
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+    result.stderr.no_fnmatch_line("*Traceback*")
+
+
+def test_a_child_process_says_when_a_library_it_imports_cannot_be_patched(
+    pytester: pytest.Pytester,
+) -> None:
+    """A child has no pytest to fail: its import goes on, and its stderr says why its requests
+    through that library are not judged."""
+    pytester.makepyfile(httpx=FAKE_HTTPX)
+    pytester.makepyfile(
+        test_child="""
+        import subprocess, sys
+
+        def test_child():
+            out = subprocess.run(
+                [sys.executable, "-c", "import httpx; print(httpx.__version__)"],
+                capture_output=True, text=True,
+            )
+            assert (out.returncode, out.stdout) == (0, "0.0.1\\n")
+            assert "pytest-outbound could not patch httpx 0.0.1" in out.stderr, out.stderr
+        """
+    )
+    run_alone(pytester, ini="outbound_subprocess = true\n").assert_outcomes(passed=1)
+
+
+# -- the installation and its import watch, directly -------------------------------------------
+
+Installer = Callable[[Guard, Patches], None]
+
+
+class Probe:
+    """A package, ``outbound_probe_lib`` with a submodule ``client``, importable from a fresh
+    directory, and installers registered as ``outbound_probe_adapter:NAME``."""
+
+    package = "outbound_probe_lib"
+    name = "outbound_probe_lib.client"
+
+    def __init__(self, root: Path, adapter: types.ModuleType) -> None:
+        self.root = root
+        self.adapter = adapter
+        self.seen: list[tuple[str, object]] = []
+        self.made: list[Installation] = []
+
+    def write(self, client: str = "class Client:\n    pass\n", root: Path | None = None) -> None:
+        package = (root or self.root) / self.package
+        package.mkdir(exist_ok=True)
+        (package / "__init__.py").write_text("")
+        (package / "client.py").write_text(client)
+        importlib.invalidate_caches()
+
+    def installer(self, function: Installer | None = None) -> str:
+        """``module:function`` for ``function``; by default one that notes the class it saw
+        and the thread it ran in."""
+
+        def note(guard: Guard, patches: Patches) -> None:
+            import outbound_probe_lib.client  # bound on its package already
+
+            self.seen.append((threading.current_thread().name, outbound_probe_lib.client.Client))
+
+        name = f"install_{len(vars(self.adapter))}"
+        setattr(self.adapter, name, function or note)
+        return f"{self.adapter.__name__}:{name}"
+
+    def install(self, function: Installer | None = None, **kwargs: object) -> Installation:
+        guard = Guard(mode="audit", context=Context(Rules(Policy())), rootpath=Path(), body_limit=9)
+        installation = Installation(
+            guard,
+            adapters=[((self.name,), self.installer(function))],
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.made.append(installation)
+        return installation
+
+    def forget(self) -> None:
+        for name in (self.name, self.package):
+            sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Probe]:
+    adapter = types.ModuleType("outbound_probe_adapter")
+    monkeypatch.setitem(sys.modules, adapter.__name__, adapter)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    made = Probe(tmp_path, adapter)
+    made.forget()
+    yield made
+    for installation in made.made:
+        installation.undo()
+    made.forget()
+
+
+def test_an_installer_runs_when_the_import_ends_and_the_module_keeps_its_own_loader(
+    probe: Probe,
+) -> None:
+    probe.write()
+    installation = probe.install()
+    assert probe.name in _WATCH.names
+    assert sys.meta_path[0] is _WATCH
+    module = importlib.import_module(probe.name)
+    assert probe.seen == [(threading.current_thread().name, module.Client)]
+    assert type(module.__loader__) is importlib.machinery.SourceFileLoader
+    assert module.__spec__.loader is module.__loader__
+    assert "exec_module" not in vars(module.__loader__)
+    assert inspect.getsource(module.Client).startswith("class Client")
+    installation.catch_up()
+    assert len(probe.seen) == 1  # once per module object
+
+
+def test_a_module_imported_again_or_reloaded_is_patched_again(probe: Probe) -> None:
+    """pytester restores sys.modules after an in-process run: a library its inner session
+    imported is imported anew by the next test, with new classes to patch."""
+    probe.write()
+    probe.install()
+    first = importlib.import_module(probe.name)
+    probe.forget()
+    second = importlib.import_module(probe.name)
+    assert second is not first
+    before_reload = second.Client
+    reloaded = importlib.reload(second).Client
+    assert [client for _, client in probe.seen] == [first.Client, before_reload, reloaded]
+    assert len({id(client) for _, client in probe.seen}) == 3
+
+
+def test_a_module_dropped_and_put_back_by_hand_is_patched_by_catch_up(probe: Probe) -> None:
+    """An import the watch never saw (sys.modules written by hand): ``catch_up`` patches each
+    module object it has not patched, and none twice."""
+    probe.write()
+    installation = probe.install()
+    module = importlib.import_module(probe.name)
+    copy = types.ModuleType(probe.name)
+    copy.Client = type("Client", (), {})  # type: ignore[attr-defined]
+    sys.modules[probe.name] = copy
+    sys.modules[probe.package].client = copy  # type: ignore[attr-defined]
+    installation.catch_up()
+    sys.modules[probe.name] = module  # put back: a module object patched already
+    installation.catch_up()
+    assert [client for _, client in probe.seen] == [module.Client, copy.Client]
+
+
+def test_a_loader_shared_by_many_modules_is_not_touched(probe: Probe, tmp_path: Path) -> None:
+    """zipimport (like pytest's assertion rewriter) loads many modules with one loader object:
+    only the watched module's import reports, and the other modules still import."""
+    archive = tmp_path / "probe.zip"
+    unzipped = tmp_path / "unzipped"
+    unzipped.mkdir()
+    probe.write(root=unzipped)
+    (unzipped / probe.package / "other.py").write_text("VALUE = 7\n")
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted((unzipped / probe.package).iterdir()):
+            out.write(path, f"{probe.package}/{path.name}")
+    sys.path.insert(0, str(archive))
+    try:
+        probe.install()
+        module = importlib.import_module(probe.name)
+        other = importlib.import_module(f"{probe.package}.other")
+        assert other.VALUE == 7
+        sys.modules.pop(f"{probe.package}.other")
+        assert importlib.import_module(f"{probe.package}.other").VALUE == 7
+        assert [client for _, client in probe.seen] == [module.Client]
+        loader = module.__loader__
+        assert type(loader).__name__ == "zipimporter"
+        assert other.__loader__ is not None
+        assert "exec_module" not in vars(loader)
+    finally:
+        sys.path.remove(str(archive))
+        sys.modules.pop(f"{probe.package}.other", None)
+
+
+class SharedLoaderFinder:
+    """A finder whose one loader object loads every module it finds, as pytest's assertion
+    rewriter does for test modules and plugins."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.loaded: list[str] = []
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(Probe.package):
+            return None
+        parts = fullname.split(".")
+        package = self.root.joinpath(*parts)
+        origin = package / "__init__.py" if package.is_dir() else package.with_suffix(".py")
+        return importlib.util.spec_from_file_location(
+            fullname,
+            origin,
+            loader=self,  # type: ignore[arg-type]
+            submodule_search_locations=[str(package)] if package.is_dir() else None,
+        )
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self.loaded.append(module.__name__)
+        exec(Path(module.__file__ or "").read_text(), vars(module))
+
+
+def test_a_finder_after_the_watch_keeps_its_loader_for_every_other_module(
+    probe: Probe, tmp_path: Path
+) -> None:
+    probe.write()
+    (tmp_path / probe.package / "other.py").write_text("VALUE = 7\n")
+    finder = SharedLoaderFinder(tmp_path)
+    sys.meta_path.insert(0, finder)
+    try:
+        probe.install()  # the watch goes first
+        assert sys.meta_path[:2] == [_WATCH, finder]
+        module = importlib.import_module(probe.name)
+        other = importlib.import_module(f"{probe.package}.other")
+        assert finder.loaded == [probe.package, probe.name, f"{probe.package}.other"]
+        assert module.__loader__ is finder
+        assert other.__loader__ is finder
+        assert other.VALUE == 7
+        assert [c for _, c in probe.seen] == [module.Client]
+    finally:
+        sys.meta_path.remove(finder)
+        sys.modules.pop(f"{probe.package}.other", None)
+
+
+def test_nested_installations_each_patch_a_module_imported_once(probe: Probe) -> None:
+    """A nested session (pytester's in-process run) has its own installation: an import ends
+    once and both patch it; the inner one undone, the outer one goes on."""
+    probe.write()
+    outer = probe.install()
+    sys.meta_path.insert(0, SharedLoaderFinder(Path("nowhere")))  # a nested session's rewriter
+    inner = probe.install()
+    assert sys.meta_path[0] is _WATCH  # ahead of it again
+    del sys.meta_path[1]
+    first = importlib.import_module(probe.name)
+    assert [client for _, client in probe.seen] == [first.Client, first.Client]
+    inner.undo()
+    assert _WATCH in sys.meta_path
+    assert probe.name in _WATCH.names
+    probe.forget()
+    second = importlib.import_module(probe.name)
+    assert [client for _, client in probe.seen][2:] == [second.Client]
+    outer.undo()
+    probe.forget()
+    importlib.import_module(probe.name)
+    assert len(probe.seen) == 3
+    assert probe.name not in _WATCH.names
+
+
+def test_finding_a_spec_without_importing_leaves_the_watch_in_place(probe: Probe) -> None:
+    """``importlib.util.find_spec`` asks the finders and imports nothing: the import after it
+    still reports, and a copy executed by hand (not what sys.modules holds) does not."""
+    probe.write()
+    probe.install()
+    importlib.import_module(probe.package)
+    spec = importlib.util.find_spec(probe.name)
+    assert spec is not None
+    assert isinstance(spec.loader, _ReportingLoader)
+    assert spec.loader.get_filename(probe.name).endswith("client.py")  # the loader's own
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    assert probe.seen == []
+    assert type(copy.__loader__) is importlib.machinery.SourceFileLoader
+    module = importlib.import_module(probe.name)
+    assert [client for _, client in probe.seen] == [module.Client]
+
+
+def test_an_import_that_fails_is_watched_again(probe: Probe) -> None:
+    probe.write("raise ImportError('not yet')\n")
+    probe.install()
+    with pytest.raises(ImportError, match="not yet"):
+        importlib.import_module(probe.name)
+    assert probe.seen == []
+    probe.write("class Client:\n    fixed = True\n")
+    assert importlib.import_module(probe.name).Client.fixed
+    assert len(probe.seen) == 1
+
+
+def test_an_installer_that_fails_in_an_import_fails_every_catch_up_not_the_import(
+    probe: Probe,
+) -> None:
+    def broken(guard: Guard, patches: Patches) -> None:
+        raise AttributeError("no attribute 'Client._send'")
+
+    told: list[InstallError] = []
+    probe.write('__version__ = "9.9"\n\nclass Client:\n    pass\n')
+    installation = probe.install(broken, on_error=told.append)
+    importlib.import_module(probe.name)  # the import goes on
+    message = (
+        "pytest-outbound could not patch outbound_probe_lib.client 9.9"
+        " (AttributeError: no attribute 'Client._send')"
+    )
+    assert [str(error).startswith(message) for error in told] == [True]
+    for _ in range(2):  # every time: nothing that library sends is judged from now on
+        with pytest.raises(InstallError, match=r"could not patch outbound_probe_lib\.client"):
+            installation.catch_up()
+    assert installation.error is told[0]
+    assert isinstance(told[0].__cause__, AttributeError)
+
+
+def test_an_installer_that_fails_at_start_fails_the_installation_and_undoes_it(
+    probe: Probe,
+) -> None:
+    probe.write()
+    importlib.import_module(probe.name)
+    before = sys.meta_path.copy()
+    run = threading.Thread.run
+
+    def broken(guard: Guard, patches: Patches) -> None:
+        patches.patch(threading.Thread, "run", lambda self: None)
+        raise TypeError("unsupported")
+
+    with pytest.raises(InstallError, match=r"outbound_probe_lib\.client \(TypeError"):
+        probe.install(broken)
+    assert threading.Thread.run is run
+    assert sys.meta_path == before
+
+
+def test_after_undo_an_import_under_way_patches_nothing(probe: Probe, tmp_path: Path) -> None:
+    """The import started while the installation was live and ends after its undo."""
+    gate = types.ModuleType("outbound_probe_gate")
+    gate.entered = threading.Event()  # type: ignore[attr-defined]
+    gate.release = threading.Event()  # type: ignore[attr-defined]
+    sys.modules[gate.__name__] = gate
+    probe.write(
+        "import outbound_probe_gate as gate\n"
+        "gate.entered.set()\n"
+        "gate.release.wait(30)\n"
+        "class Client:\n    pass\n"
+    )
+    installation = probe.install()
+    importer = threading.Thread(target=importlib.import_module, args=(probe.name,))
+    try:
+        importer.start()
+        assert gate.entered.wait(30)
+        installation.undo()
+        gate.release.set()
+        importer.join(30)
+        assert not importer.is_alive()
+        assert probe.name in sys.modules
+        assert probe.seen == []
+        # had the watch told it (it took the installations before the undo), still nothing
+        installation.executed(probe.name, sys.modules[probe.name])
+        assert probe.seen == []
+    finally:
+        gate.release.set()
+        sys.modules.pop(gate.__name__)
+
+
+def test_a_catch_up_during_an_import_in_another_thread_waits_for_that_import(
+    probe: Probe,
+) -> None:
+    """While a thread executes the library, catch_up must neither patch the half-made module
+    nor wait for it (the importer holds the module's import lock, and needs the installation's
+    lock to report): the importing thread patches it when its import ends."""
+    gate = types.ModuleType("outbound_probe_gate")
+    gate.entered = threading.Event()  # type: ignore[attr-defined]
+    gate.release = threading.Event()  # type: ignore[attr-defined]
+    sys.modules[gate.__name__] = gate
+    probe.write(
+        "import outbound_probe_gate as gate\n"
+        "class Client:\n    pass\n"
+        "gate.entered.set()\n"
+        "gate.release.wait(30)\n"
+    )
+    installation = probe.install()
+    importer = threading.Thread(target=importlib.import_module, args=(probe.name,), name="importer")
+    try:
+        importer.start()
+        assert gate.entered.wait(30)
+        assert probe.name in sys.modules  # executing
+        installation.catch_up()
+        assert probe.seen == []
+        gate.release.set()
+        importer.join(30)
+        assert not importer.is_alive()
+        installation.catch_up()
+        assert probe.seen == [("importer", sys.modules[probe.name].Client)]
+    finally:
+        gate.release.set()
+        sys.modules.pop(gate.__name__)
+
+
+def test_requests_mock_saved_send_is_not_patched_with_itself() -> None:
+    """requests-mock imported after requests was patched saved the patched send: patching it
+    with the same function would make that function its own ``__wrapped__``."""
+    import requests
+    import requests_mock.mocker
+
+    from pytest_outbound._interceptors._requests import install_requests_mock
+
+    guard = Guard(mode="audit", context=Context(Rules(Policy())), rootpath=Path(), body_limit=9)
+    patches = Patches()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(requests_mock.mocker, "_original_send", requests.Session.send)
+        install_requests_mock(guard, patches)
+        try:
+            assert requests_mock.mocker._original_send is requests.Session.send
+            inspect.signature(requests.Session.send)
+        finally:
+            patches.undo()
