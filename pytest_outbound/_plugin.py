@@ -367,6 +367,7 @@ class OutboundPlugin:
         self.worker_records: list[OutboundRequest] = []
         self.worker_destinations: dict[str, Destination] = {}
         self.worker_outside_blocked = 0
+        self.worker_install_errors: list[str] = []
         self.workers: dict[str, str] = {}
         self.problems: list[str] = []
         self.finished = False
@@ -521,7 +522,8 @@ class OutboundPlugin:
         try:
             self.installation.catch_up()  # what the test modules imported, if not seen yet
         except InstallError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            if not self.is_worker:  # xdist loses a worker's usage error: its setups fail
+                raise pytest.UsageError(str(exc)) from None
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -652,7 +654,7 @@ class OutboundPlugin:
             return  # the common case: nothing to add
         # A library could not be patched: the phase that imported it fails, and every test's
         # setup from then on (what that library sends is not judged).
-        error = self.installation.error
+        error = self.installation.current_error() if self.installation.error else None
         if self._install_error_shown and phase != "setup":
             error = None
         self._install_error_shown = error is not None or self._install_error_shown
@@ -725,6 +727,8 @@ class OutboundPlugin:
         for raw in data["destinations"]:
             self.worker_destinations.setdefault(raw["name"], destination_from_json(raw))
         self.worker_outside_blocked += int(data["outside_blocked"])
+        if data.get("install_error"):
+            self.worker_install_errors.append(str(data["install_error"]))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -734,10 +738,12 @@ class OutboundPlugin:
         if self.is_worker:  # the controller reports; a worker hands its data over
             from pytest_outbound._report import destination_json, request_json
 
+            error = self.installation.current_error() if self.installation.error else None
             session.config.workeroutput["outbound"] = {  # type: ignore[attr-defined]
                 "records": [request_json(r) for r in self.guard.records],
                 "destinations": [destination_json(d) for d in self.destinations()],
                 "outside_blocked": len(self.guard.outside_blocked),
+                "install_error": str(error) if error else None,
             }
             return
         destinations, records = self.destinations(), self.records()
@@ -781,9 +787,10 @@ class OutboundPlugin:
         self, destinations: list[Destination], records: list[OutboundRequest]
     ) -> list[str]:
         """What makes the run fail besides its tests: docs out of date, coverage, late egress."""
-        problems = []
-        if self.installation.error is not None:  # after the last test, say, or in a worker
-            problems.append(str(self.installation.error))
+        problems: list[str] = []
+        error = self.installation.current_error() if self.installation.error else None
+        mine = [str(error)] if error else []
+        problems.extend(dict.fromkeys(mine + self.worker_install_errors))  # each once
         if self.outside_blocked():
             problems.append(
                 f"{self.outside_blocked()} request(s) outside any test were blocked (enforce):"

@@ -451,6 +451,8 @@ def test_httpx_without_its_url_internals_wraps_build_request(
     _httpx = importlib.import_module("pytest_outbound._interceptors._httpx")
     monkeypatch.setattr(_httpx, "_URL_PARTS_CLASS", [])
     monkeypatch.setattr(_httpx, "_MARKED_CLASS", [])
+    monkeypatch.setattr(_httpx, "_MARKED_FOR", {})
+    monkeypatch.setattr(_httpx, "_BUILD_WRAPPED", [])
     monkeypatch.setattr(_httpx, "_marked_class", lambda parts_class: None)
     pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
     pytester.makepyfile(
@@ -460,6 +462,7 @@ def test_httpx_without_its_url_internals_wraps_build_request(
     )
     pytester.runpytest_inprocess("-q").assert_outcomes(passed=6)
     assert _httpx._MARKED_CLASS == []
+    assert _httpx._BUILD_WRAPPED == [True]
 
 
 HTTPX_HEADERS = """
@@ -846,6 +849,7 @@ def test_httpx_url_internals_are_found_at_install(monkeypatch: pytest.MonkeyPatc
     _httpx = importlib.import_module("pytest_outbound._interceptors._httpx")
     monkeypatch.setattr(_httpx, "_URL_PARTS_CLASS", [])
     monkeypatch.setattr(_httpx, "_MARKED_CLASS", [])
+    monkeypatch.setattr(_httpx, "_MARKED_FOR", {})
     guard = Guard(mode="audit", context=Context(Rules(Policy())), rootpath=Path(), body_limit=64)
     patches = Patches()
     _httpx.install(guard, patches)

@@ -329,6 +329,7 @@ def test_a_module_dropped_and_put_back_by_hand_is_patched_by_catch_up(probe: Pro
     installation = probe.install()
     module = importlib.import_module(probe.name)
     copy = types.ModuleType(probe.name)
+    copy.__spec__ = importlib.machinery.ModuleSpec(probe.name, None)
     copy.Client = type("Client", (), {})  # type: ignore[attr-defined]
     sys.modules[probe.name] = copy
     sys.modules[probe.package].client = copy  # type: ignore[attr-defined]
@@ -493,6 +494,9 @@ def test_an_installer_that_fails_in_an_import_fails_every_catch_up_not_the_impor
             installation.catch_up()
     assert installation.error is told[0]
     assert isinstance(told[0].__cause__, AttributeError)
+    probe.forget()  # that module is gone (a nested session restored sys.modules)
+    installation.catch_up()
+    assert installation.error is None
 
 
 def test_an_installer_that_fails_at_start_fails_the_installation_and_undoes_it(
@@ -596,3 +600,184 @@ def test_requests_mock_saved_send_is_not_patched_with_itself() -> None:
             inspect.signature(requests.Session.send)
         finally:
             patches.undo()
+
+
+def test_a_stand_in_put_in_sys_modules_is_not_patched(probe: Probe) -> None:
+    """A test that stubs a library in sys.modules (a ``MagicMock``, a module made by hand)
+    has not imported it: nothing to patch, and no error."""
+    from unittest import mock
+
+    installation = probe.install()
+    for stand_in in (mock.MagicMock(), types.ModuleType(probe.name)):
+        sys.modules[probe.name] = stand_in  # type: ignore[assignment]
+        installation.catch_up()
+    assert probe.seen == []
+    assert installation.error is None
+
+
+def test_a_package_executed_by_hand_is_patched_when_it_has_run_not_when_its_submodule_has(
+    probe: Probe,
+) -> None:
+    """``module_from_spec`` and ``exec_module`` by hand (importlib's recipe) or a
+    ``LazyLoader`` do not mark the package as initializing: its submodule's import ends while
+    the package is part-way, and the package's installer must wait for the package."""
+    probe.write()
+    (probe.root / probe.package / "__init__.py").write_text(
+        "from outbound_probe_lib import client\n\nCOMPLETE = True\n"
+    )
+    importlib.invalidate_caches()
+    complete: list[bool] = []
+
+    def package_installer(guard: Guard, patches: Patches) -> None:
+        complete.append(sys.modules[probe.package].COMPLETE)  # AttributeError if part-way
+
+    installation = probe.install()  # watches the submodule
+    guard = installation.guard
+    package_watch = Installation(
+        guard, adapters=[((probe.package,), probe.installer(package_installer))]
+    )
+    probe.made.append(package_watch)
+    for lazily in (False, True):
+        probe.forget()
+        spec = importlib.util.find_spec(probe.package)
+        assert spec is not None
+        assert spec.loader is not None
+        if lazily:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[probe.package] = module
+        spec.loader.exec_module(module)
+        if lazily:  # not executed yet, and looking does not execute it
+            package_watch.catch_up()
+            assert type(module).__name__ == "_LazyModule"
+            assert module.COMPLETE  # runs it
+        assert package_watch.error is None
+        assert complete == [True] * (1 + lazily)
+    assert len(probe.seen) == 2  # the submodule, each time
+
+
+def test_a_patch_that_is_in_place_already_is_not_made_again() -> None:
+    """An installer run again on classes it patched (a package executed again, whose classes
+    live in its submodules) must not wrap its own wrapper: each request would count twice."""
+
+    class Owner:
+        def send(self) -> str:
+            return "sent"
+
+    patches = Patches()
+    calls: list[str] = []
+
+    def install() -> None:
+        original = Owner.send
+
+        def send(self: Owner) -> str:
+            calls.append("judged")
+            return original(self)
+
+        patches.patch(Owner, "send", send)
+
+    install()
+    install()
+    assert Owner().send() == "sent"
+    assert calls == ["judged"]
+    patches.undo()
+    assert Owner.send.__name__ == "send"
+    assert not hasattr(Owner.send, "__wrapped__")
+
+
+def test_a_package_executed_again_is_judged_once_per_request(pytester: pytest.Pytester) -> None:
+    """Reloading requests, or importing httpx again, runs the package's ``__init__`` again,
+    while ``Session`` and ``Client`` are the same classes (their submodules stay)."""
+    pytester.makepyfile(
+        """
+        import importlib, sys
+
+        def test_reload_requests(outbound):
+            import requests, requests_mock
+            importlib.reload(requests)
+            with requests_mock.Mocker() as mock:
+                mock.get("http://api.example.com/x", text="ok")
+                requests.get("http://api.example.com/x")
+            assert [r.client for r in outbound.requests] == ["requests"]
+
+        def test_httpx_again(outbound):
+            import httpx
+            sys.modules.pop("httpx")
+            import httpx
+            answer = httpx.MockTransport(lambda request: httpx.Response(200))
+            httpx.Client(transport=answer).get("http://api.example.com/y")
+            assert [r.client for r in outbound.requests] == ["httpx"]
+        """
+    )
+    run_alone(pytester, ini="outbound_allow = api.example.com\n").assert_outcomes(passed=2)
+
+
+def test_an_httpx_imported_anew_carries_the_url_as_written(pytester: pytest.Pytester) -> None:
+    """Every httpx module dropped and imported again: new classes, a new class of parsed URLs,
+    and the URL as written (an ambiguous host) is still caught."""
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_new_httpx():
+            import httpx
+            first = httpx.Client
+            for name in [n for n in sys.modules if n == "httpx" or n.startswith("httpx.")]:
+                del sys.modules[name]
+            import httpx
+            from pytest_outbound._interceptors import _httpx
+
+            assert httpx.Client is not first
+            request = httpx.Client().build_request("GET", "https://a\\\\@octopus.com/")
+            assert _httpx._url_text(request.url)[1] == "https://a\\\\@octopus.com/"
+        """
+    )
+    run_alone(pytester).assert_outcomes(passed=1)
+
+
+def test_a_stand_in_a_nested_session_imported_does_not_break_the_outer_session(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytester's in-process run imports a stand-in httpx and then restores sys.modules: the
+    outer session's installation could not patch it, and that no longer matters."""
+    pytester.makepyfile(
+        test_outer=f"""
+        FAKE = {FAKE_HTTPX!r}
+
+        def test_inner_run_with_a_stand_in_httpx(pytester):
+            pytester.makepyfile(httpx=FAKE)
+            pytester.makepyfile(test_inner="def test_it():\\n    import httpx\\n")
+            pytester.runpytest_inprocess("-p", "no:outbound").assert_outcomes(passed=1)
+
+        def test_unrelated():
+            pass
+        """
+    )
+    result = run_alone(pytester, "-p", "pytester", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    result.stdout.no_fnmatch_line("*could not patch*")
+
+
+def test_under_xdist_a_library_that_cannot_be_patched_fails_tests_and_the_session(
+    pytester: pytest.Pytester,
+) -> None:
+    """A worker's usage error is lost by xdist ("no active workers"): a worker fails each
+    test's setup instead, and hands the error to the controller's summary, also when no test
+    failed for it (the importing test skipped itself)."""
+    pytester.makepyfile(httpx=FAKE_HTTPX)
+    pytester.makepyfile(
+        test_collected="import httpx\n\n\ndef test_a():\n    pass\n\n\ndef test_b():\n    pass\n"
+    )
+    result = run_alone(pytester, "-p", "xdist", "-n", "2")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*pytest-outbound could not patch httpx 0.0.1*"])
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+    (pytester.path / "test_collected.py").unlink()
+    pytester.makepyfile(
+        test_skipped="import pytest\n\n\ndef test_it():\n    import httpx\n    pytest.skip('x')\n"
+    )
+    result = run_alone(pytester, "-p", "xdist", "-n", "2")
+    result.assert_outcomes(skipped=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*pytest-outbound could not patch httpx 0.0.1*"])

@@ -136,7 +136,10 @@ class Installation:
         self.patches = Patches()
         self.backstop = Backstop(guard)
         self.adapters = tuple(adapters)
+        #: The first installer's failure whose modules are still the ones imported (see
+        #: ``current_error``).
         self.error: InstallError | None = None
+        self._failures: list[tuple[InstallError, tuple[str, ...], tuple[object, ...]]] = []
         self._on_error = on_error
         self._modules_seen: tuple[int, str | None] = (-1, None)
         #: Each adapter's modules when its installer last ran, by its index in ``adapters``.
@@ -163,7 +166,7 @@ class Installation:
 
     def catch_up(self) -> None:
         """Patch the libraries imported and not patched yet; raise ``error`` if there is one."""
-        if self.error is not None:
+        if self.error is not None and self.current_error() is not None:
             raise self.error
         modules = sys.modules
         # Before every test: nothing imported since the last look when sys.modules has the same
@@ -176,6 +179,20 @@ class Installation:
             self._install_ready()
         if self.error is not None:
             raise self.error
+
+    def current_error(self) -> InstallError | None:
+        """``error``, once the failures whose modules have left sys.modules are forgotten: a
+        nested session (pytester's) that imported a stand-in library, and has put sys.modules
+        back, has not broken this session."""
+        with self._lock:
+            modules = sys.modules
+            self._failures = [
+                failure
+                for failure in self._failures
+                if all(map(operator.is_, map(modules.get, failure[1]), failure[2]))
+            ]
+            self.error = self._failures[0][0] if self._failures else None
+            return self.error
 
     def executed(self, name: str, module: types.ModuleType) -> None:
         """``module``, imported as ``name``, has just been executed (a first import, another
@@ -201,11 +218,11 @@ class Installation:
             found = []
             for name in needs:
                 module = modules.get(name)
-                if module is None or (
-                    executed.get(name) is not module
-                    and getattr(getattr(module, "__spec__", None), "_initializing", False)
-                ):  # not imported, or still executing in another thread: its import will say
-                    break
+                if module is None or not (
+                    (executed.get(name) is module and id(module) not in _EXECUTING)
+                    or _imported(module)
+                ):
+                    break  # not imported, or not yet executed: its import will say
                 found.append(module)
             else:
                 ready = tuple(found)
@@ -235,10 +252,11 @@ class Installation:
         error = InstallError(
             f"pytest-outbound could not patch {' and '.join(versions)}"
             f" ({detail}), so requests made with it would not be judged."
-            " Use a version pytest-outbound supports (see its README), or run without the"
-            " plugin: -p no:outbound"
+            " Is it a version pytest-outbound supports (see its README)? If it is, please"
+            " report this. To run without the plugin: -p no:outbound"
         )
         error.__cause__ = exc
+        self._failures.append((error, needs, modules))
         if self.error is None:
             self.error = error
         if self._on_error is not None:
@@ -250,6 +268,30 @@ class Installation:
         _WATCH.discard(self)
         self.backstop.uninstall()
         self.patches.undo()
+
+
+#: The modules a ``_ReportingLoader`` is executing now, by id.
+_EXECUTING: set[int] = set()
+_MODULE_GETATTRIBUTE = types.ModuleType.__getattribute__
+
+
+def _imported(module: object) -> bool:
+    """Whether ``module`` is a module whose execution has ended.
+
+    Not a stand-in that a test put in sys.modules (a ``MagicMock``, or a module made by
+    hand, which has no spec). Not a lazy module (importlib's ``LazyLoader``): reading it
+    would execute it, and its import reports when it runs. Not one still executing: in
+    another thread, or part-way, because a module it imports ends first. The import system
+    marks that (``_initializing``) only in its own imports, so ``_EXECUTING`` covers
+    ``module_from_spec`` and ``exec_module`` done by hand."""
+    if type(module).__getattribute__ is not _MODULE_GETATTRIBUTE:
+        return False
+    spec = getattr(module, "__spec__", None)
+    return (
+        spec is not None
+        and not getattr(spec, "_initializing", False)
+        and id(module) not in _EXECUTING
+    )
 
 
 class _ImportWatch:
@@ -329,7 +371,11 @@ class _ReportingLoader:
             spec.loader = loader
         if getattr(module, "__loader__", None) is self:
             module.__loader__ = loader
-        loader.exec_module(module)
+        _EXECUTING.add(id(module))
+        try:
+            loader.exec_module(module)
+        finally:
+            _EXECUTING.discard(id(module))
         name = module.__name__
         if sys.modules.get(name) is not module:
             return
@@ -369,13 +415,21 @@ class Patches:
 
     def __init__(self) -> None:
         self._undos: list[Undo] = []
+        #: What these patches put in place, by id: an installer run again on a class that is
+        #: patched already (a package executed again, whose classes live in its submodules)
+        #: must not wrap its own wrapper, or each request would be judged twice.
+        self._placed: dict[int, object] = {}
 
     def patch(self, owner: Any, name: str, replacement: Any) -> None:
-        """Replace ``owner.name``; an inherited attribute is shadowed, and the shadow removed."""
+        """Replace ``owner.name``; an inherited attribute is shadowed, and the shadow removed.
+        Where ``owner.name`` is what these patches put there, nothing changes."""
         own = name in owner.__dict__
         original = owner.__dict__[name] if own else getattr(owner, name)
+        if self._placed.get(id(original)) is original:
+            return
         functools.update_wrapper(replacement, original)
         setattr(owner, name, replacement)
+        self._placed[id(replacement)] = replacement
         if own:
             self._undos.append(lambda: setattr(owner, name, original))
         else:
@@ -384,6 +438,7 @@ class Patches:
     def undo(self) -> None:
         while self._undos:
             self._undos.pop()()
+        self._placed.clear()
 
 
 def judge(

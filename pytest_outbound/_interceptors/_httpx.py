@@ -125,9 +125,15 @@ _URL_TEXT: dict[Any, str] = {}
 _URL_TEXT_LIMIT = 4096
 _URL_TEXT_LENGTH = 2048  # a longer URL is seldom sent twice
 #: httpx's class of parsed URLs, and the subclass that carries a URL as written (``install``;
-#: empty where httpx's URLs are not built as expected).
+#: empty where httpx's URLs are not built as expected). One of each per httpx module patched:
+#: a nested session may import httpx anew.
 _URL_PARTS_CLASS: list[type] = []
 _MARKED_CLASS: list[type] = []
+#: httpx's class of parsed URLs -> its marked subclass.
+_MARKED_FOR: dict[type, type] = {}
+#: Not empty once an httpx was patched by wrapping ``build_request``: its requests carry the
+#: written URL in their extensions.
+_BUILD_WRAPPED: list[bool] = []
 
 
 def _marked_class(parts_class: type) -> type | None:
@@ -149,7 +155,7 @@ def _marked_class(parts_class: type) -> type | None:
         def copy_with(self, **kwargs: Any) -> Any:
             copied = super().copy_with(**kwargs)
             if self.pending and not set(kwargs) - {"query"}:
-                return _mark(copied, self.written)  # the request's own URL
+                return _mark(copied, self.written, type(self))  # the request's own URL
             return tuple.__new__(parts_class, copied)
 
         def __reduce__(self) -> Any:  # pickled as httpx's own kind (the mark stays behind)
@@ -159,9 +165,9 @@ def _marked_class(parts_class: type) -> type | None:
     return Written
 
 
-def _mark(parts: Any, written: str, *, pending: bool = False) -> Any:
+def _mark(parts: Any, written: str, marked_class: type, *, pending: bool = False) -> Any:
     """``parts`` as the marked class, carrying ``written``."""
-    marked: Any = tuple.__new__(_MARKED_CLASS[0], parts)
+    marked: Any = tuple.__new__(marked_class, parts)
     marked.written = written
     if pending:
         marked.pending = True
@@ -190,7 +196,7 @@ def _url_text(url: Any) -> tuple[str, str | None]:
 
 def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
     url, written_url = _url_text(request.url)
-    if not _MARKED_CLASS:  # ``build_request`` is wrapped: the written URL is an extension
+    if _BUILD_WRAPPED and written_url is None:  # the written URL may be an extension
         written = request.extensions.get(_WRITTEN_EXTENSION)
         # only for the request built with it: a redirect hop inherits the extensions
         written_url = written[0] if written and written[1]() is request else None
@@ -213,13 +219,16 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
 def install(guard: Guard, patches: Patches) -> None:
     import httpx
 
-    if not _URL_PARTS_CLASS:
-        parts = getattr(httpx.URL("https://example.com/"), "_uri_reference", None)
-        if isinstance(parts, tuple):  # a named tuple: hashed and compared by its parts
-            _URL_PARTS_CLASS.append(type(parts))
-            marked = _marked_class(type(parts))
-            if marked is not None:
-                _MARKED_CLASS.append(marked)
+    parts_class = type(getattr(httpx.URL("https://example.com/"), "_uri_reference", None))
+    # a named tuple: hashed and compared by its parts
+    if issubclass(parts_class, tuple) and parts_class not in _URL_PARTS_CLASS:
+        _URL_PARTS_CLASS.append(parts_class)
+        marked = _marked_class(parts_class)
+        if marked is not None:
+            _MARKED_CLASS.append(marked)
+            _MARKED_FOR[parts_class] = marked
+    marked_class = _MARKED_FOR.get(parts_class)
+    marking: type = tuple if marked_class is None else marked_class  # (merge_url: not None)
 
     stub_transport: contextvars.ContextVar[httpx.MockTransport | None] = contextvars.ContextVar(
         "outbound_stub_transport", default=None
@@ -266,8 +275,8 @@ def install(guard: Guard, patches: Patches) -> None:
             matters = isinstance(url, str) and _written_matters(url)
         if matters:
             parts = getattr(merged, "_uri_reference", None)
-            if parts.__class__ in _URL_PARTS_CLASS and url != str(merged):
-                merged._uri_reference = _mark(parts, url, pending=True)
+            if parts.__class__ is parts_class and url != str(merged):
+                merged._uri_reference = _mark(parts, url, marking, pending=True)
         return merged
 
     def build_request(self: Any, method: str, url: Any, **kwargs: Any) -> httpx.Request:
@@ -292,7 +301,8 @@ def install(guard: Guard, patches: Patches) -> None:
     patches.patch(httpx.AsyncClient, "_send_single_request", send_single_async)
     patches.patch(httpx.Client, "_transport_for_url", transport_for_url)
     patches.patch(httpx.AsyncClient, "_transport_for_url", async_transport_for_url)
-    if _MARKED_CLASS:
+    if marked_class is not None:
         patches.patch(base_client, "_merge_url", merge_url)
     else:
+        _BUILD_WRAPPED.append(True)
         patches.patch(base_client, "build_request", build_request)
