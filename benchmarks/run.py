@@ -57,8 +57,9 @@ suite         a generated suite of 3,000 trivial tests (no network), whole-proce
               "suite-alone": ``-p no:NAME`` for every other installed pytest plugin). This
               venv's development plugins (respx, pytest-httpx, requests-mock) import requests
               and httpx at start-up in every variant, which hid what importing them cost a
-              suite with pytest-outbound alone (it imports them to patch them: about +50 ms);
-              and hypothesis's plugin imports hypothesis in the terminal summary, where a
+              suite with pytest-outbound alone (until session 10 it imported them to patch
+              them: about +50 ms; it now patches each when the suite imports it); and
+              hypothesis's plugin imports hypothesis in the terminal summary, where a
               full garbage collection of the whole heap (~40 ms) falls in one variant and not
               in another depending on what was allocated before (RESULTS.md, session 9).
 suite-instructions
