@@ -353,8 +353,6 @@ class OutboundPlugin:
             self.installation = Installation(self.guard)
         except InstallError as exc:
             raise pytest.UsageError(str(exc)) from None
-        #: Whether a test has failed for ``installation.error`` (the one whose phase made it).
-        self._install_error_shown = False
         self.children: ChildGuards | None = None
         if config.getini("outbound_subprocess"):
             from pytest_outbound._children import ChildGuards
@@ -653,15 +651,17 @@ class OutboundPlugin:
         ):
             return  # the common case: nothing to add
         # A library could not be patched: the phase that imported it fails, and every test's
-        # setup from then on (what that library sends is not judged).
-        error = self.installation.current_error() if self.installation.error else None
-        if self._install_error_shown and phase != "setup":
-            error = None
-        self._install_error_shown = error is not None or self._install_error_shown
+        # setup from then on while it is imported (what that library sends is not judged).
+        errors: list[str] = []
+        if self.installation.error is not None:
+            new, current = self.installation.take_errors()
+            if current is not None and phase == "setup" and current not in new:
+                new.append(current)
+            errors = [str(error) for error in new]
         pending, scope.pending = scope.pending, []
         if raised is not None:
-            if error is not None:
-                item.add_report_section(phase, "outbound", str(error))
+            for error in errors:
+                item.add_report_section(phase, "outbound", error)
             surfaced = {id(e) for e in _exception_chain(raised)}
             swallowed = [e for e in pending if id(e) not in surfaced]
             if swallowed:
@@ -669,7 +669,7 @@ class OutboundPlugin:
             if children:
                 item.add_report_section(phase, "outbound", _children_text(children))
             return
-        problems = [] if error is None else [str(error)]
+        problems = errors
         if pending:
             problems.append(_swallowed_text(pending))
         if children:
@@ -727,8 +727,7 @@ class OutboundPlugin:
         for raw in data["destinations"]:
             self.worker_destinations.setdefault(raw["name"], destination_from_json(raw))
         self.worker_outside_blocked += int(data["outside_blocked"])
-        if data.get("install_error"):
-            self.worker_install_errors.append(str(data["install_error"]))
+        self.worker_install_errors.extend(str(e) for e in data.get("install_errors", ()))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -738,12 +737,11 @@ class OutboundPlugin:
         if self.is_worker:  # the controller reports; a worker hands its data over
             from pytest_outbound._report import destination_json, request_json
 
-            error = self.installation.current_error() if self.installation.error else None
             session.config.workeroutput["outbound"] = {  # type: ignore[attr-defined]
                 "records": [request_json(r) for r in self.guard.records],
                 "destinations": [destination_json(d) for d in self.destinations()],
                 "outside_blocked": len(self.guard.outside_blocked),
-                "install_error": str(error) if error else None,
+                "install_errors": self._install_errors(),
             }
             return
         destinations, records = self.destinations(), self.records()
@@ -783,14 +781,23 @@ class OutboundPlugin:
         )
         return str(path) if path else None
 
+    def _install_errors(self) -> list[str]:
+        """For the session's end: the installers' failures no test reported (after the last
+        test, say), and the one still breaking the session."""
+        if self.installation.error is None:
+            return []
+        new, current = self.installation.take_errors()
+        if current is not None and current not in new:
+            new.append(current)
+        return [str(error) for error in new]
+
     def _problems(
         self, destinations: list[Destination], records: list[OutboundRequest]
     ) -> list[str]:
         """What makes the run fail besides its tests: docs out of date, coverage, late egress."""
         problems: list[str] = []
-        error = self.installation.current_error() if self.installation.error else None
-        mine = [str(error)] if error else []
-        problems.extend(dict.fromkeys(mine + self.worker_install_errors))  # each once
+        # each once: every worker may report the same
+        problems.extend(dict.fromkeys(self._install_errors() + self.worker_install_errors))
         if self.outside_blocked():
             problems.append(
                 f"{self.outside_blocked()} request(s) outside any test were blocked (enforce):"

@@ -494,9 +494,29 @@ def test_an_installer_that_fails_in_an_import_fails_every_catch_up_not_the_impor
             installation.catch_up()
     assert installation.error is told[0]
     assert isinstance(told[0].__cause__, AttributeError)
+    assert installation.take_errors() == ([told[0]], told[0])  # reported once, and current
+    assert installation.take_errors() == ([], told[0])
     probe.forget()  # that module is gone (a nested session restored sys.modules)
     installation.catch_up()
+    assert installation.take_errors() == ([], None)
     assert installation.error is None
+
+
+def test_a_failure_whose_module_has_gone_is_still_reported_once(probe: Probe) -> None:
+    """The code that imported the library ran unjudged, even if the module left
+    sys.modules before anyone looked: the failure is reported, then forgotten."""
+
+    def broken(guard: Guard, patches: Patches) -> None:
+        raise RuntimeError("unsupported")
+
+    probe.write()
+    installation = probe.install(broken)
+    importlib.import_module(probe.name)
+    probe.forget()
+    installation.catch_up()  # not current: nothing to raise for the next test
+    [error] = installation.take_errors()[0]
+    assert "unsupported" in str(error)
+    assert installation.take_errors() == ([], None)
 
 
 def test_an_installer_that_fails_at_start_fails_the_installation_and_undoes_it(
@@ -728,6 +748,7 @@ def test_an_httpx_imported_anew_carries_the_url_as_written(pytester: pytest.Pyte
             from pytest_outbound._interceptors import _httpx
 
             assert httpx.Client is not first
+            assert len(_httpx._URL_PARTS_CLASS) == len(_httpx._MARKED_FOR) == 1  # not the old
             request = httpx.Client().build_request("GET", "https://a\\\\@octopus.com/")
             assert _httpx._url_text(request.url)[1] == "https://a\\\\@octopus.com/"
         """
@@ -735,11 +756,12 @@ def test_an_httpx_imported_anew_carries_the_url_as_written(pytester: pytest.Pyte
     run_alone(pytester).assert_outcomes(passed=1)
 
 
-def test_a_stand_in_a_nested_session_imported_does_not_break_the_outer_session(
+def test_a_stand_in_a_nested_session_imported_fails_only_the_test_that_ran_it(
     pytester: pytest.Pytester,
 ) -> None:
-    """pytester's in-process run imports a stand-in httpx and then restores sys.modules: the
-    outer session's installation could not patch it, and that no longer matters."""
+    """pytester's in-process run imports a stand-in httpx and then restores sys.modules. The
+    outer session could not patch it and cannot tell that a nested session imported it, so
+    the test that ran it fails; once the module has gone, later tests are not broken."""
     pytester.makepyfile(
         test_outer=f"""
         FAKE = {FAKE_HTTPX!r}
@@ -753,9 +775,43 @@ def test_a_stand_in_a_nested_session_imported_does_not_break_the_outer_session(
             pass
         """
     )
-    result = run_alone(pytester, "-p", "pytester", "-p", "no:randomly")
-    result.assert_outcomes(passed=2)
-    result.stdout.no_fnmatch_line("*could not patch*")
+    result = run_alone(pytester, "-p", "pytester", "-p", "no:randomly", "-rA")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest-outbound could not patch httpx 0.0.1 (*",
+            "PASSED test_outer.py::test_unrelated",
+            "FAILED test_outer.py::test_inner_run_with_a_stand_in_httpx*",
+        ]
+    )
+
+
+def test_a_stand_in_a_test_imports_and_removes_still_fails_that_test(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(httpx=FAKE_HTTPX)
+    pytester.makepyfile(
+        test_cleaned="""
+        import sys
+
+        def test_imports_and_cleans_up():
+            try:
+                import httpx
+            finally:
+                sys.modules.pop("httpx", None)
+
+        def test_after():
+            pass
+        """
+    )
+    result = run_alone(pytester, "-p", "no:randomly", "-rA")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest-outbound could not patch httpx 0.0.1 (*",
+            "FAILED test_cleaned.py::test_imports_and_cleans_up - *pytest-outbound*",
+        ]
+    )
 
 
 def test_under_xdist_a_library_that_cannot_be_patched_fails_tests_and_the_session(
@@ -781,3 +837,89 @@ def test_under_xdist_a_library_that_cannot_be_patched_fails_tests_and_the_sessio
     result.assert_outcomes(skipped=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*pytest-outbound could not patch httpx 0.0.1*"])
+
+
+def test_a_nested_sessions_patch_over_this_one_is_not_wrapped_again() -> None:
+    """An outer and an inner installation both re-run an installer (a reload inside the
+    nested session): the outer one finds the inner one's wrapper, which wraps its own."""
+
+    class Owner:
+        def send(self) -> str:
+            return "sent"
+
+    calls: list[str] = []
+
+    def install(patches: Patches, who: str) -> None:
+        original = Owner.send
+
+        def send(self: Owner) -> str:
+            calls.append(who)
+            return original(self)
+
+        patches.patch(Owner, "send", send)
+
+    outer, inner = Patches(), Patches()
+    install(outer, "outer")
+    install(inner, "inner")
+    install(outer, "outer")
+    install(inner, "inner")
+    assert Owner().send() == "sent"
+    assert calls == ["inner", "outer"]
+    inner.undo()
+    outer.undo()
+    assert not hasattr(Owner.send, "__wrapped__")
+
+
+def test_a_package_executed_from_its_file_by_hand_is_patched_by_catch_up(probe: Probe) -> None:
+    """importlib's recipe for importing a source file directly never asks sys.meta_path: the
+    watch reports the submodule, which ends while the package is part-way, and the package's
+    installer must not run then (it would fail, and the failure would stick)."""
+    probe.write()
+    init = probe.root / probe.package / "__init__.py"
+    init.write_text("from outbound_probe_lib import client\n\nCOMPLETE = True\n")
+    complete: list[bool] = []
+
+    def package_installer(guard: Guard, patches: Patches) -> None:
+        complete.append(sys.modules[probe.package].COMPLETE)
+
+    probe.install()  # watches the submodule
+    package_watch = Installation(
+        probe.made[0].guard, adapters=[((probe.package,), probe.installer(package_installer))]
+    )
+    probe.made.append(package_watch)
+    spec = importlib.util.spec_from_file_location(
+        probe.package, init, submodule_search_locations=[str(init.parent)]
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[probe.package] = module
+    spec.loader.exec_module(module)
+    assert len(probe.seen) == 1  # the submodule's import was watched
+    assert complete == []
+    package_watch.catch_up()
+    assert complete == [True]
+    assert package_watch.error is None
+
+
+def test_a_module_whose_class_reads_attributes_its_own_way_is_still_patched(
+    probe: Probe,
+) -> None:
+    """Some libraries give their module a ModuleType subclass (for deprecated names): that is
+    an imported module like any other."""
+
+    class Deprecating(types.ModuleType):
+        def __getattribute__(self, name: str) -> object:
+            return super().__getattribute__(name)
+
+    installation = probe.install()
+    module = types.ModuleType(probe.name)
+    module.__spec__ = importlib.machinery.ModuleSpec(probe.name, None)
+    module.Client = type("Client", (), {})  # type: ignore[attr-defined]
+    module.__class__ = Deprecating
+    package = types.ModuleType(probe.package)
+    package.client = module  # type: ignore[attr-defined]
+    sys.modules[probe.package] = package
+    sys.modules[probe.name] = module
+    installation.catch_up()
+    assert [client for _, client in probe.seen] == [module.Client]

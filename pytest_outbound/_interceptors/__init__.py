@@ -17,6 +17,7 @@ import contextvars
 import functools
 import importlib
 import importlib.machinery
+import importlib.util
 import io
 import operator
 import sys
@@ -136,10 +137,11 @@ class Installation:
         self.patches = Patches()
         self.backstop = Backstop(guard)
         self.adapters = tuple(adapters)
-        #: The first installer's failure whose modules are still the ones imported (see
-        #: ``current_error``).
+        #: Not None while an installer's failure is to be reported (``take_errors``): one not
+        #: taken yet, or one whose modules are still the ones imported.
         self.error: InstallError | None = None
-        self._failures: list[tuple[InstallError, tuple[str, ...], tuple[object, ...]]] = []
+        #: (error, the modules it needed, those module objects, taken yet?)
+        self._failures: list[tuple[InstallError, tuple[str, ...], tuple[object, ...], bool]] = []
         self._on_error = on_error
         self._modules_seen: tuple[int, str | None] = (-1, None)
         #: Each adapter's modules when its installer last ran, by its index in ``adapters``.
@@ -166,7 +168,7 @@ class Installation:
 
     def catch_up(self) -> None:
         """Patch the libraries imported and not patched yet; raise ``error`` if there is one."""
-        if self.error is not None and self.current_error() is not None:
+        if self.error is not None and self._current() is not None:
             raise self.error
         modules = sys.modules
         # Before every test: nothing imported since the last look when sys.modules has the same
@@ -180,19 +182,30 @@ class Installation:
         if self.error is not None:
             raise self.error
 
-    def current_error(self) -> InstallError | None:
-        """``error``, once the failures whose modules have left sys.modules are forgotten: a
-        nested session (pytester's) that imported a stand-in library, and has put sys.modules
-        back, has not broken this session."""
+    def take_errors(self) -> tuple[list[InstallError], InstallError | None]:
+        """The failures not taken before (each is reported once, even if its module has gone
+        since: the code that imported it ran unjudged), and the first failure whose modules
+        are still the ones imported (it goes on breaking every test). A failure whose module
+        has left sys.modules is forgotten: a nested session (pytester's) that imported a
+        stand-in library, and has put sys.modules back, has not broken the later tests."""
+        with self._lock:
+            new = [failure[0] for failure in self._failures if not failure[3]]
+            self._failures = [(*failure[:3], True) for failure in self._failures]
+            return new, self._current()
+
+    def _current(self) -> InstallError | None:
+        """Forget the failures taken already whose modules have left sys.modules; update
+        ``error``; return the first failure still current."""
         with self._lock:
             modules = sys.modules
-            self._failures = [
+            current = [
                 failure
                 for failure in self._failures
                 if all(map(operator.is_, map(modules.get, failure[1]), failure[2]))
             ]
+            self._failures = [f for f in self._failures if not f[3] or f in current]
             self.error = self._failures[0][0] if self._failures else None
-            return self.error
+            return current[0][0] if current else None
 
     def executed(self, name: str, module: types.ModuleType) -> None:
         """``module``, imported as ``name``, has just been executed (a first import, another
@@ -205,16 +218,21 @@ class Installation:
             for index, (needs, _) in enumerate(self.adapters):
                 if name in needs:
                     self._done.pop(index, None)
-            self._install_ready()
+            # Only what needs this module: another watched module in sys.modules may be part-way
+            # (a package executed from ``spec_from_file_location`` by hand, which nothing marks,
+            # while this submodule of it ended); ``catch_up`` patches that one later.
+            self._install_ready(name)
 
-    def _install_ready(self) -> None:
-        """Run each installer whose modules are all imported, unless it ran for these very
-        module objects. Called with the lock held."""
+    def _install_ready(self, needed: str | None = None) -> None:
+        """Run each installer whose modules are all imported (of those that need ``needed``,
+        if given), unless it ran for these very module objects. Called with the lock held."""
         if self._closed:
             return
         modules = sys.modules
         executed = self._executed
         for index, (needs, installer) in enumerate(self.adapters):
+            if needed is not None and needed not in needs:
+                continue
             found = []
             for name in needs:
                 module = modules.get(name)
@@ -256,7 +274,7 @@ class Installation:
             " report this. To run without the plugin: -p no:outbound"
         )
         error.__cause__ = exc
-        self._failures.append((error, needs, modules))
+        self._failures.append((error, needs, modules, False))
         if self.error is None:
             self.error = error
         if self._on_error is not None:
@@ -272,7 +290,8 @@ class Installation:
 
 #: The modules a ``_ReportingLoader`` is executing now, by id.
 _EXECUTING: set[int] = set()
-_MODULE_GETATTRIBUTE = types.ModuleType.__getattribute__
+#: importlib's lazy module class (private): reading such a module executes it.
+_LAZY_MODULE: type | tuple[()] = getattr(importlib.util, "_LazyModule", ())
 
 
 def _imported(module: object) -> bool:
@@ -284,9 +303,10 @@ def _imported(module: object) -> bool:
     another thread, or part-way, because a module it imports ends first. The import system
     marks that (``_initializing``) only in its own imports, so ``_EXECUTING`` covers
     ``module_from_spec`` and ``exec_module`` done by hand."""
-    if type(module).__getattribute__ is not _MODULE_GETATTRIBUTE:
+    if not isinstance(module, types.ModuleType) or isinstance(module, _LAZY_MODULE):
         return False
-    spec = getattr(module, "__spec__", None)
+    # read without the module's own attribute lookup (a ModuleType subclass may have one)
+    spec = object.__getattribute__(module, "__dict__").get("__spec__")
     return (
         spec is not None
         and not getattr(spec, "_initializing", False)
@@ -425,7 +445,7 @@ class Patches:
         Where ``owner.name`` is what these patches put there, nothing changes."""
         own = name in owner.__dict__
         original = owner.__dict__[name] if own else getattr(owner, name)
-        if self._placed.get(id(original)) is original:
+        if self._in_place(original):
             return
         functools.update_wrapper(replacement, original)
         setattr(owner, name, replacement)
@@ -434,6 +454,18 @@ class Patches:
             self._undos.append(lambda: setattr(owner, name, original))
         else:
             self._undos.append(lambda: delattr(owner, name))
+
+    def _in_place(self, function: object) -> bool:
+        """Whether ``function`` is one of these patches, or wraps one (a nested session's
+        patch, made on top of this one, names it as its ``__wrapped__``)."""
+        placed = self._placed
+        for _ in range(64):  # a chain that loops, or is absurdly long: not ours
+            if placed.get(id(function)) is function:
+                return True
+            function = getattr(function, "__wrapped__", None)
+            if function is None:
+                return False
+        return False
 
     def undo(self) -> None:
         while self._undos:

@@ -14,6 +14,7 @@ request's extensions.
 from __future__ import annotations
 
 import contextvars
+import sys
 import weakref
 from collections.abc import Sequence
 from sys import intern
@@ -216,9 +217,24 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
     return stub
 
 
+def _forget_stale_classes() -> None:
+    """Forget the classes of an httpx whose module has been replaced in sys.modules (an httpx
+    imported anew, by a nested session): they would be kept alive, and looked through on
+    every request, for the rest of the process."""
+    for parts_class in list(_URL_PARTS_CLASS):
+        module = sys.modules.get(parts_class.__module__)
+        current = getattr(module, parts_class.__name__, parts_class) if module else None
+        if current is not parts_class:
+            _URL_PARTS_CLASS.remove(parts_class)
+            marked = _MARKED_FOR.pop(parts_class, None)
+            if marked is not None:
+                _MARKED_CLASS.remove(marked)
+
+
 def install(guard: Guard, patches: Patches) -> None:
     import httpx
 
+    _forget_stale_classes()
     parts_class = type(getattr(httpx.URL("https://example.com/"), "_uri_reference", None))
     # a named tuple: hashed and compared by its parts
     if issubclass(parts_class, tuple) and parts_class not in _URL_PARTS_CLASS:
