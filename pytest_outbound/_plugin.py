@@ -366,6 +366,8 @@ class OutboundPlugin:
         self.worker_destinations: dict[str, Destination] = {}
         self.worker_outside_blocked = 0
         self.worker_install_errors: list[str] = []
+        #: The installers' failures the tests have reported, for the summary.
+        self._install_errors_shown: list[str] = []
         self.workers: dict[str, str] = {}
         self.problems: list[str] = []
         self.finished = False
@@ -658,6 +660,8 @@ class OutboundPlugin:
             if current is not None and phase == "setup" and current not in new:
                 new.append(current)
             errors = [str(error) for error in new]
+            # the summary says them again: a skip or an xfail report does not show them
+            self._install_errors_shown.extend(errors)
         pending, scope.pending = scope.pending, []
         if raised is not None:
             for error in errors:
@@ -782,14 +786,13 @@ class OutboundPlugin:
         return str(path) if path else None
 
     def _install_errors(self) -> list[str]:
-        """For the session's end: the installers' failures no test reported (after the last
-        test, say), and the one still breaking the session."""
-        if self.installation.error is None:
-            return []
-        new, current = self.installation.take_errors()
-        if current is not None and current not in new:
-            new.append(current)
-        return [str(error) for error in new]
+        """For the session's end: every installer's failure, each once, whether a test
+        reported it already or not (after the last test, say)."""
+        errors = self._install_errors_shown
+        if self.installation.error is not None:
+            new, current = self.installation.take_errors()
+            errors += [str(error) for error in (*new, *([current] if current else []))]
+        return list(dict.fromkeys(errors))
 
     def _problems(
         self, destinations: list[Destination], records: list[OutboundRequest]

@@ -748,7 +748,7 @@ def test_an_httpx_imported_anew_carries_the_url_as_written(pytester: pytest.Pyte
             from pytest_outbound._interceptors import _httpx
 
             assert httpx.Client is not first
-            assert len(_httpx._URL_PARTS_CLASS) == len(_httpx._MARKED_FOR) == 1  # not the old
+            assert _httpx._URL_PARTS_CLASS[0] is type(httpx.URL("https://a/")._uri_reference)
             request = httpx.Client().build_request("GET", "https://a\\\\@octopus.com/")
             assert _httpx._url_text(request.url)[1] == "https://a\\\\@octopus.com/"
         """
@@ -923,3 +923,62 @@ def test_a_module_whose_class_reads_attributes_its_own_way_is_still_patched(
     sys.modules[probe.name] = module
     installation.catch_up()
     assert [client for _, client in probe.seen] == [module.Client]
+
+
+def test_an_httpx_put_back_in_sys_modules_still_carries_the_url_as_written(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytester's snapshot, or ``mock.patch.dict(sys.modules)``, puts the first httpx back
+    after a fresh one was imported: its requests are judged by the URL as written again."""
+    pytester.makepyfile(
+        """
+        import sys
+        import httpx
+
+        URL = "https://evil.com\\\\@octopus.com/"
+        CLIENT = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+
+        def test_before():
+            CLIENT.get(URL)
+
+        def test_a_fresh_httpx_then_put_back():
+            saved = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "httpx"}
+            for name in saved:
+                del sys.modules[name]
+            import httpx as fresh
+            assert fresh.Client is not CLIENT.__class__
+            sys.modules.update(saved)
+
+        def test_after():
+            CLIENT.get(URL)
+        """
+    )
+    result = run_alone(pytester, "-p", "no:randomly", "-rN", ini="outbound_allow = octopus.com\n")
+    result.assert_outcomes(passed=1, failed=2)
+    for test in ("test_before", "test_after"):
+        result.stdout.fnmatch_lines([f"*::{test} at *evil.com*@octopus.com/*"])
+
+
+def test_an_error_reported_only_where_no_one_reads_it_is_in_the_summary(
+    pytester: pytest.Pytester,
+) -> None:
+    """An xfail or skip report does not show the sections added to it: the session's summary
+    lists the failure, and the session fails."""
+    pytester.makepyfile(httpx=FAKE_HTTPX)
+    pytester.makepyfile(
+        test_hidden="""
+        import sys, pytest
+
+        @pytest.mark.xfail
+        def test_expected_to_fail():
+            try:
+                import httpx
+            finally:
+                sys.modules.pop("httpx", None)
+            assert False
+        """
+    )
+    result = run_alone(pytester)
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(["*pytest-outbound could not patch httpx 0.0.1*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -14,7 +14,6 @@ request's extensions.
 from __future__ import annotations
 
 import contextvars
-import sys
 import weakref
 from collections.abc import Sequence
 from sys import intern
@@ -217,33 +216,35 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
     return stub
 
 
-def _forget_stale_classes() -> None:
-    """Forget the classes of an httpx whose module has been replaced in sys.modules (an httpx
-    imported anew, by a nested session): they would be kept alive, and looked through on
-    every request, for the rest of the process."""
-    for parts_class in list(_URL_PARTS_CLASS):
-        module = sys.modules.get(parts_class.__module__)
-        current = getattr(module, parts_class.__name__, parts_class) if module else None
-        if current is not parts_class:
-            _URL_PARTS_CLASS.remove(parts_class)
-            marked = _MARKED_FOR.pop(parts_class, None)
-            if marked is not None:
-                _MARKED_CLASS.remove(marked)
+def _remember_classes(parts_class: type) -> type | None:
+    """Remember httpx's class of parsed URLs, make its marked subclass once, and return that
+    (None where the class is not as ``_marked_class`` expects).
+
+    Each httpx imported anew (a nested session's) has its own classes. They are all kept:
+    requests of the old httpx may still be under way, and an httpx put back in sys.modules
+    (pytester does that) goes on using its first marked class, because its patches are in
+    place already. That is one pair per httpx ever imported. The lists are made anew, with
+    the class in use now first: each request looks through them, maybe in another thread
+    at this very moment."""
+    global _URL_PARTS_CLASS, _MARKED_CLASS
+    if not issubclass(parts_class, tuple):  # a named tuple: hashed and compared by its parts
+        return None
+    marked = _MARKED_FOR.get(parts_class)
+    if marked is None and parts_class not in _URL_PARTS_CLASS:
+        marked = _marked_class(parts_class)
+        if marked is not None:
+            _MARKED_FOR[parts_class] = marked
+    _URL_PARTS_CLASS = [parts_class, *(c for c in _URL_PARTS_CLASS if c is not parts_class)]
+    if marked is not None:
+        _MARKED_CLASS = [marked, *(c for c in _MARKED_CLASS if c is not marked)]
+    return marked
 
 
 def install(guard: Guard, patches: Patches) -> None:
     import httpx
 
-    _forget_stale_classes()
     parts_class = type(getattr(httpx.URL("https://example.com/"), "_uri_reference", None))
-    # a named tuple: hashed and compared by its parts
-    if issubclass(parts_class, tuple) and parts_class not in _URL_PARTS_CLASS:
-        _URL_PARTS_CLASS.append(parts_class)
-        marked = _marked_class(parts_class)
-        if marked is not None:
-            _MARKED_CLASS.append(marked)
-            _MARKED_FOR[parts_class] = marked
-    marked_class = _MARKED_FOR.get(parts_class)
+    marked_class = _remember_classes(parts_class)
     marking: type = tuple if marked_class is None else marked_class  # (merge_url: not None)
 
     stub_transport: contextvars.ContextVar[httpx.MockTransport | None] = contextvars.ContextVar(
