@@ -537,12 +537,26 @@ def test_an_installer_that_fails_at_start_fails_the_installation_and_undoes_it(
     assert sys.meta_path == before
 
 
-def test_after_undo_an_import_under_way_patches_nothing(probe: Probe, tmp_path: Path) -> None:
+class Gate(types.ModuleType):
+    """``outbound_probe_gate``: a module a probe imports to say it is executing, and to wait
+    until the test lets its import go on."""
+
+    def __init__(self) -> None:
+        super().__init__("outbound_probe_gate")
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    made = Gate()
+    monkeypatch.setitem(sys.modules, made.__name__, made)
+    yield made
+    made.release.set()  # never leave an importing thread waiting
+
+
+def test_after_undo_an_import_under_way_patches_nothing(probe: Probe, gate: Gate) -> None:
     """The import started while the installation was live and ends after its undo."""
-    gate = types.ModuleType("outbound_probe_gate")
-    gate.entered = threading.Event()  # type: ignore[attr-defined]
-    gate.release = threading.Event()  # type: ignore[attr-defined]
-    sys.modules[gate.__name__] = gate
     probe.write(
         "import outbound_probe_gate as gate\n"
         "gate.entered.set()\n"
@@ -551,33 +565,25 @@ def test_after_undo_an_import_under_way_patches_nothing(probe: Probe, tmp_path: 
     )
     installation = probe.install()
     importer = threading.Thread(target=importlib.import_module, args=(probe.name,))
-    try:
-        importer.start()
-        assert gate.entered.wait(30)
-        installation.undo()
-        gate.release.set()
-        importer.join(30)
-        assert not importer.is_alive()
-        assert probe.name in sys.modules
-        assert probe.seen == []
-        # had the watch told it (it took the installations before the undo), still nothing
-        installation.executed(probe.name, sys.modules[probe.name])
-        assert probe.seen == []
-    finally:
-        gate.release.set()
-        sys.modules.pop(gate.__name__)
+    importer.start()
+    assert gate.entered.wait(30)
+    installation.undo()
+    gate.release.set()
+    importer.join(30)
+    assert not importer.is_alive()
+    assert probe.name in sys.modules
+    assert probe.seen == []
+    # had the watch told it (it took the installations before the undo), still nothing
+    installation.executed(probe.name, sys.modules[probe.name])
+    assert probe.seen == []
 
 
 def test_a_catch_up_during_an_import_in_another_thread_waits_for_that_import(
-    probe: Probe,
+    probe: Probe, gate: Gate
 ) -> None:
     """While a thread executes the library, catch_up must neither patch the half-made module
     nor wait for it (the importer holds the module's import lock, and needs the installation's
     lock to report): the importing thread patches it when its import ends."""
-    gate = types.ModuleType("outbound_probe_gate")
-    gate.entered = threading.Event()  # type: ignore[attr-defined]
-    gate.release = threading.Event()  # type: ignore[attr-defined]
-    sys.modules[gate.__name__] = gate
     probe.write(
         "import outbound_probe_gate as gate\n"
         "class Client:\n    pass\n"
@@ -586,20 +592,16 @@ def test_a_catch_up_during_an_import_in_another_thread_waits_for_that_import(
     )
     installation = probe.install()
     importer = threading.Thread(target=importlib.import_module, args=(probe.name,), name="importer")
-    try:
-        importer.start()
-        assert gate.entered.wait(30)
-        assert probe.name in sys.modules  # executing
-        installation.catch_up()
-        assert probe.seen == []
-        gate.release.set()
-        importer.join(30)
-        assert not importer.is_alive()
-        installation.catch_up()
-        assert probe.seen == [("importer", sys.modules[probe.name].Client)]
-    finally:
-        gate.release.set()
-        sys.modules.pop(gate.__name__)
+    importer.start()
+    assert gate.entered.wait(30)
+    assert probe.name in sys.modules  # executing
+    installation.catch_up()
+    assert probe.seen == []
+    gate.release.set()
+    importer.join(30)
+    assert not importer.is_alive()
+    installation.catch_up()
+    assert probe.seen == [("importer", sys.modules[probe.name].Client)]
 
 
 def test_requests_mock_saved_send_is_not_patched_with_itself() -> None:
