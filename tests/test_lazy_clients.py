@@ -984,3 +984,31 @@ def test_an_error_reported_only_where_no_one_reads_it_is_in_the_summary(
     result.assert_outcomes(xfailed=1)
     result.stdout.fnmatch_lines(["*pytest-outbound could not patch httpx 0.0.1*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_requests_mock_imported_after_a_requests_the_watch_never_saw_sends_through_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """requests executed by hand (the watch never reports it) and requests-mock imported
+    next: requests is patched before requests-mock's saved send is made ours, or that saved
+    send would stay the unpatched one for good."""
+    pytester.makepyfile(
+        """
+        import importlib.machinery, importlib.util, sys
+
+        def test_mocked(outbound):
+            spec = importlib.machinery.PathFinder.find_spec("requests")  # not sys.meta_path
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["requests"] = module
+            spec.loader.exec_module(module)
+            import requests, requests_mock
+
+            with requests_mock.Mocker() as mock:
+                mock.get("http://api.example.com/x", text="mocked")
+                assert requests.get("http://api.example.com/x").text == "mocked"
+            assert [(r.url, r.client) for r in outbound.requests] == [
+                ("http://api.example.com/x", "requests")
+            ]
+        """
+    )
+    run_alone(pytester, ini="outbound_allow = api.example.com\n").assert_outcomes(passed=1)

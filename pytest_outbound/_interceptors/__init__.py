@@ -120,8 +120,9 @@ class Installation:
 
     ``catch_up``, called after collection and before every test, patches what an import the
     watch did not see brought in. An installer that fails inside an import does not fail the
-    import (the code under test would see the plugin's error as its own): the failure is
-    ``error``, which ``catch_up`` raises from then on, and ``on_error`` is told at once.
+    import (the code under test would see the plugin's error as its own). ``on_error`` is told
+    at once; the failure is kept for ``take_errors``, and ``catch_up`` raises it for as long
+    as its modules stay imported.
     """
 
     def __init__(
@@ -168,8 +169,9 @@ class Installation:
 
     def catch_up(self) -> None:
         """Patch the libraries imported and not patched yet; raise ``error`` if there is one."""
-        if self.error is not None and self._current() is not None:
-            raise self.error
+        current = None if self.error is None else self._current()
+        if current is not None:
+            raise current
         modules = sys.modules
         # Before every test: nothing imported since the last look when sys.modules has the same
         # size and the same newest entry (an import and a removal that cancel out change that).
@@ -179,8 +181,9 @@ class Installation:
         self._modules_seen = seen
         with self._lock:
             self._install_ready()
-        if self.error is not None:
-            raise self.error
+        current = None if self.error is None else self._current()
+        if current is not None:
+            raise current
 
     def take_errors(self) -> tuple[list[InstallError], InstallError | None]:
         """The failures not taken before (each is reported once, even if its module has gone
@@ -218,20 +221,25 @@ class Installation:
             for index, (needs, _) in enumerate(self.adapters):
                 if name in needs:
                     self._done.pop(index, None)
-            # Only what needs this module: another watched module in sys.modules may be part-way
-            # (a package executed from ``spec_from_file_location`` by hand, which nothing marks,
-            # while this submodule of it ended); ``catch_up`` patches that one later.
+            # Only what needs this module, and what that builds on (requests before
+            # requests-mock's saved send): another watched module in sys.modules may be
+            # part-way (a package executed from ``spec_from_file_location`` by hand, which
+            # nothing marks, while this submodule of it ended); ``catch_up`` patches it later.
             self._install_ready(name)
 
     def _install_ready(self, needed: str | None = None) -> None:
-        """Run each installer whose modules are all imported (of those that need ``needed``,
-        if given), unless it ran for these very module objects. Called with the lock held."""
+        """Run each installer whose modules are all imported, unless it ran for these very
+        module objects; if ``needed`` is given, only those that need it and those whose
+        modules all are among theirs. Called with the lock held."""
         if self._closed:
             return
         modules = sys.modules
         executed = self._executed
+        wanted = [set(needs) for needs, _ in self.adapters if needed in needs]
         for index, (needs, installer) in enumerate(self.adapters):
-            if needed is not None and needed not in needs:
+            if needed is not None and not any(
+                wanted_set.issuperset(needs) for wanted_set in wanted
+            ):
                 continue
             found = []
             for name in needs:
