@@ -366,8 +366,8 @@ class OutboundPlugin:
         self.worker_destinations: dict[str, Destination] = {}
         self.worker_outside_blocked = 0
         self.worker_install_errors: list[str] = []
-        #: The installers' failures the tests have reported, for the summary.
-        self._install_errors_shown: list[str] = []
+        #: The installers' failures the tests have reported, each once, for the summary.
+        self._install_errors_shown: dict[str, None] = {}
         self.workers: dict[str, str] = {}
         self.problems: list[str] = []
         self.finished = False
@@ -661,7 +661,7 @@ class OutboundPlugin:
                 new.append(current)
             errors = [str(error) for error in new]
             # the summary says them again: a skip or an xfail report does not show them
-            self._install_errors_shown.extend(errors)
+            self._install_errors_shown.update(dict.fromkeys(errors))
         pending, scope.pending = scope.pending, []
         if raised is not None:
             for error in errors:
@@ -788,7 +788,7 @@ class OutboundPlugin:
     def _install_errors(self) -> list[str]:
         """For the session's end: every installer's failure, each once, whether a test
         reported it already or not (after the last test, say)."""
-        errors = self._install_errors_shown
+        errors = list(self._install_errors_shown)
         if self.installation.error is not None:
             new, current = self.installation.take_errors()
             errors += [str(error) for error in (*new, *([current] if current else []))]
