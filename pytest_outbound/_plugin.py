@@ -654,14 +654,9 @@ class OutboundPlugin:
             return  # the common case: nothing to add
         # A library could not be patched: the phase that imported it fails, and every test's
         # setup from then on while it is imported (what that library sends is not judged).
-        errors: list[str] = []
-        if self.installation.error is not None:
-            new, current = self.installation.take_errors()
-            if current is not None and phase == "setup" and current not in new:
-                new.append(current)
-            errors = [str(error) for error in new]
-            # the summary says them again: a skip or an xfail report does not show them
-            self._install_errors_shown.update(dict.fromkeys(errors))
+        errors = self._take_install_errors(current_too=phase == "setup")
+        # the summary says them again: a skip or an xfail report does not show them
+        self._install_errors_shown.update(dict.fromkeys(errors))
         pending, scope.pending = scope.pending, []
         if raised is not None:
             for error in errors:
@@ -788,11 +783,18 @@ class OutboundPlugin:
     def _install_errors(self) -> list[str]:
         """For the session's end: every installer's failure, each once, whether a test
         reported it already or not (after the last test, say)."""
-        errors = list(self._install_errors_shown)
-        if self.installation.error is not None:
-            new, current = self.installation.take_errors()
-            errors += [str(error) for error in (*new, *([current] if current else []))]
+        errors = [*self._install_errors_shown, *self._take_install_errors(current_too=True)]
         return list(dict.fromkeys(errors))
+
+    def _take_install_errors(self, *, current_too: bool) -> list[str]:
+        """The installers' failures not reported yet, and (``current_too``) the one that goes
+        on breaking the session, each once."""
+        if self.installation.error is None:
+            return []
+        new, current = self.installation.take_errors()
+        if current_too and current is not None and current not in new:
+            new.append(current)
+        return [str(error) for error in new]
 
     def _problems(
         self, destinations: list[Destination], records: list[OutboundRequest]

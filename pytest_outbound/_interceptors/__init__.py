@@ -235,7 +235,7 @@ class Installation:
             return
         modules = sys.modules
         executed = self._executed
-        wanted = [set(needs) for needs, _ in self.adapters if needed in needs]
+        wanted = [] if needed is None else [set(n) for n, _ in self.adapters if needed in n]
         for index, (needs, installer) in enumerate(self.adapters):
             if needed is not None and not any(
                 wanted_set.issuperset(needs) for wanted_set in wanted
