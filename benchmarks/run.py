@@ -144,6 +144,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_outbound._report import write_text_atomic
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
@@ -1060,8 +1062,15 @@ def matching_case(s: Settings) -> tuple[list[Row], dict[str, Any]]:
     if child.returncode != 0:
         raise RuntimeError(f"matching.py failed:\n{child.output[-3000:]}")
     line = next(
-        ln for ln in reversed(child.output.splitlines()) if ln.startswith("{") and "matching" in ln
+        (
+            ln
+            for ln in reversed(child.output.splitlines())
+            if ln.startswith("{") and "matching" in ln
+        ),
+        None,
     )
+    if line is None:
+        raise RuntimeError(f"matching.py printed no result line:\n{child.output[-3000:]}")
     data = json.loads(line)
     rates = data["decisions_per_second"]
     ratio = float(data["ratio_10000_vs_10"])
@@ -1819,12 +1828,68 @@ HTTP_CASES: dict[str, tuple[list[tuple[str, str]], float, str]] = {
 }
 
 
+def run_case(case: str, root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
+    if case in HTTP_CASES:
+        tests, target, variant = HTTP_CASES[case]
+        labelled = [(t, label.replace("2,000", f"{s.n:,}")) for t, label in tests]
+        return http_case(root, s, case, labelled, target, on=variant)
+    if case == "suite":
+        return suite_case(root, s)
+    if case == "suite-instructions":
+        return suite_instructions_case(root, s)
+    if case == "matching":
+        return matching_case(s)
+    if case == "memory":
+        return memory_case(root, s)
+    return import_case(s)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of 1 or more, e.g. 3")
+    return value
+
+
+def unwritable(path: Path) -> str:
+    """Why the results cannot be written to ``path`` ("" when they can). Checked before the
+    first case runs, so that a run of several minutes is not lost at its very end."""
+    if path.is_dir():
+        return "is a directory; give a file name in it, e.g. results.json"
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory; choose another path"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"its directory cannot be made ({exc.strerror}); choose another path"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"its directory {path.parent} is not writable; choose another path"
+    return ""
+
+
+def failure_text(exc: BaseException) -> str:
+    """A failed case, for the terminal: the child's own words, not a traceback of this one."""
+    if isinstance(exc, subprocess.CalledProcessError):
+        output = exc.stderr or exc.stdout or ""
+        if isinstance(output, bytes):
+            output = output.decode("utf-8", "replace")
+        command = " ".join(str(a) for a in exc.cmd)
+        return f"{command} exited with {exc.returncode}:\n{output[-3000:]}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests and repetitions")
     parser.add_argument("--json", default=str(HERE / "results.json"), metavar="PATH")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CASES)}")
-    parser.add_argument("--reps", type=int, default=0, help="repetitions per variant")
+    parser.add_argument(
+        "--reps", type=positive_int, default=0, help="repetitions of every variant (1 or more)"
+    )
     parser.add_argument("--profile", action="store_true", help="profile the cases that miss")
     parser.add_argument(
         "--markdown",
@@ -1845,6 +1910,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s): {', '.join(sorted(unknown))}; choose from {CASES}")
+    for flag, value in (("--json", options.json), ("--markdown", options.markdown)):
+        problem = unwritable(Path(value)) if value else ""
+        if problem:
+            parser.error(f"{flag} {value}: {problem}")
+    if options.ref:
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{options.ref}^{{commit}}"],
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+        )
+        if found.returncode != 0:
+            parser.error(f"--ref {options.ref}: not a commit of {ROOT}; give one, e.g. HEAD")
 
     if options.quick:
         s = Settings(True, 3, 3, 300, 500, 5_000, 1, 3)
@@ -1879,20 +1957,17 @@ def main(argv: list[str] | None = None) -> int:
         for case in chosen:
             case_start = time.perf_counter()
             print(f"[{case}]", flush=True)
-            if case in HTTP_CASES:
-                tests, target, variant = HTTP_CASES[case]
-                labelled = [(t, label.replace("2,000", f"{s.n:,}")) for t, label in tests]
-                new, raw[case] = http_case(root, s, case, labelled, target, on=variant)
-            elif case == "suite":
-                new, raw[case] = suite_case(root, s)
-            elif case == "suite-instructions":
-                new, raw[case] = suite_instructions_case(root, s)
-            elif case == "matching":
-                new, raw[case] = matching_case(s)
-            elif case == "memory":
-                new, raw[case] = memory_case(root, s)
-            else:
-                new, raw[case] = import_case(s)
+            try:
+                new, raw[case] = run_case(case, root, s)
+            except (RuntimeError, subprocess.CalledProcessError) as exc:
+                if rows:
+                    print(table(rows))
+                print(
+                    f"error: the {case} case failed, so no results were written"
+                    f" (a results file holds every chosen case):\n{failure_text(exc)}",
+                    file=sys.stderr,
+                )
+                return 1
             rows.extend(new)
             timings[case] = time.perf_counter() - case_start
             print(table(new), flush=True)
@@ -1976,11 +2051,11 @@ def main(argv: list[str] | None = None) -> int:
             "raw": raw,
             "profiles": profiles,
         }
-        Path(options.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(options.json, json.dumps(result, indent=2) + "\n")
         print(f"results written to {options.json}")
         if options.markdown:
             parts = [markdown_table(rows), *profile_text]
-            Path(options.markdown).write_text("\n\n".join(parts) + "\n")
+            write_text_atomic(options.markdown, "\n\n".join(parts) + "\n")
     finally:
         if not options.keep:
             shutil.rmtree(root, ignore_errors=True)
