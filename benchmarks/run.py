@@ -120,6 +120,11 @@ directory and print its path), ``--ref REF`` (measure pytest_outbound as committ
 extracted with ``git archive`` and put first on the children's PYTHONPATH: a consistent
 snapshot while others edit the working tree). ``--quick``: 300 requests, a 500-test suite,
 5,000 requests for memory (no PASS/FAIL there), 3 repetitions.
+
+Options are checked before anything is measured (an output path that cannot be written, a
+``--ref`` that is not a commit). The results files are written atomically, and only when every
+chosen case ran: a case whose child fails ends the run with that child's output and exit code 1.
+``tests/test_benchmarks.py`` checks that each case measures what it says (no timing).
 """
 
 from __future__ import annotations

@@ -380,3 +380,52 @@ def test_scanner_on_machine_values() -> None:
         hits = scanner.scan(url=f"https://api.example.com/?h={hostname}", headers=[], body=b"")
         assert [h.kind for h in hits] == ["hostname"]
     assert "bool" not in repr(scanner)
+
+
+# Wraps the resolver functions the machine probe uses, before the plugin configures, and lets
+# the test see every call made before it ran (start-up and collection).
+RESOLVER_SPY = """
+import socket
+
+CALLS = []
+
+
+def _spy(name):
+    real = getattr(socket, name)
+
+    def spy(*args, **kwargs):
+        CALLS.append(name)
+        return real(*args, **kwargs)
+
+    setattr(socket, name, spy)
+
+
+for _name in ("getfqdn", "gethostbyaddr", "getaddrinfo"):
+    _spy(_name)
+"""
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_the_machine_probe_asks_the_resolver_once_at_start_up_and_can_be_turned_off(
+    pytester: pytest.Pytester, probe: bool
+) -> None:
+    """README, "Sensitive values": the plugin looks up this machine's own name at start-up (a
+    DNS query where the name is not in the hosts file), records none of it as egress, and
+    ``outbound_sensitive_machine = false`` skips it."""
+    pytester.makeconftest(RESOLVER_SPY)
+    pytester.makeini(
+        f"[pytest]\noutbound_mode = enforce\noutbound_sensitive_machine = {str(probe).lower()}\n"
+    )
+    pytester.makepyfile(
+        """
+        from conftest import CALLS
+
+        def test_start_up():
+            print("calls:", sorted(set(CALLS)))
+        """
+    )
+    result = pytester.runpytest_subprocess("-s")  # a fresh process: the probe runs once in each
+    result.assert_outcomes(passed=1)
+    expected = "['getaddrinfo', 'getfqdn', 'gethostbyaddr']" if probe else "[]"
+    assert f"calls: {expected}" in result.stdout.str()
+    result.stdout.fnmatch_lines(["mode: enforce; 0 outbound request(s)*"])
