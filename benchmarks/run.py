@@ -13,8 +13,10 @@ Each case is measured against a baseline in interleaved A/B(/C) subprocess runs 
 the variants rotates from one repetition to the next, AB BA or ABC BCA CAB, so that drifting
 machine load hits all alike; one untimed warm-up run of each variant first), the medians are
 compared, and a table is printed with each number's target and PASS/FAIL, and written as JSON.
-Everything is generated in a temporary directory; no request leaves the machine (mocks, and
-loopback sockets on 127.0.0.1 only). Children keep their bytecode in that directory
+Everything is generated in a temporary directory; no request the benchmark makes leaves the
+machine (mocks, and loopback sockets on 127.0.0.1 only), though the plugin's start-up probe
+asks the resolver for the machine's own name, as in any run (README, "Sensitive values").
+Children keep their bytecode in that directory
 (PYTHONPYCACHEPREFIX), as a user's machine keeps it in __pycache__, even where
 PYTHONDONTWRITEBYTECODE=1 is set.
 
@@ -123,8 +125,12 @@ snapshot while others edit the working tree). ``--quick``: 300 requests, a 500-t
 
 Options are checked before anything is measured (an output path that cannot be written, a
 ``--ref`` that is not a commit). The results files are written atomically, and only when every
-chosen case ran: a case whose child fails ends the run with that child's output and exit code 1.
-``tests/test_benchmarks.py`` checks that each case measures what it says (no timing).
+chosen case ran: a case whose child fails (or whose output cannot be read) ends the run with
+that child's output and exit code 1, and so does a ``--ref`` that cannot be extracted. A
+profile that fails leaves the measurements written, with the error under "profiles", and
+exit code 1. ``tests/test_benchmarks.py`` checks, without timing anything, that the HTTP,
+socket and memory cases go through the plugin, that the suite variants run, and that a quick
+run of the import and matching cases writes its results (not the valgrind case).
 """
 
 from __future__ import annotations
@@ -144,6 +150,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1861,19 +1868,31 @@ def positive_int(text: str) -> int:
 
 def unwritable(path: Path) -> str:
     """Why the results cannot be written to ``path`` ("" when they can). Checked before the
-    first case runs, so that a run of several minutes is not lost at its very end."""
-    if path.is_dir():
-        return "is a directory; give a file name in it, e.g. results.json"
-    existing = next(p for p in path.absolute().parents if p.exists())
-    if not existing.is_dir():
-        return f"{existing} is a file, not a directory; choose another path"
+    first case runs, so that a run of several minutes is not lost at its very end; nothing is
+    made here (``write_text_atomic`` makes the missing directories at the end)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():  # "" is "."
+            return "is a directory; give a file name in it, e.g. results.json"
+        existing = next(p for p in path.absolute().parents if p.exists())  # "/" at the latest
+        if not existing.is_dir():
+            return f"{existing} is a file, not a directory; choose another path"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{existing} is not writable; choose another path"
     except OSError as exc:
-        return f"its directory cannot be made ({exc.strerror}); choose another path"
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        return f"its directory {path.parent} is not writable; choose another path"
+        return f"cannot be checked ({exc.strerror or exc}); choose another path"
     return ""
+
+
+#: What a failed child, or its unreadable output, raises in this process: the run reports it
+#: and stops (a bug of this script is a RuntimeError, too, only when it says so).
+FAILURES = (
+    RuntimeError,
+    OSError,
+    ValueError,
+    KeyError,
+    subprocess.CalledProcessError,
+    subprocess.TimeoutExpired,
+)
 
 
 def failure_text(exc: BaseException) -> str:
@@ -1884,7 +1903,11 @@ def failure_text(exc: BaseException) -> str:
             output = output.decode("utf-8", "replace")
         command = " ".join(str(a) for a in exc.cmd)
         return f"{command} exited with {exc.returncode}:\n{output[-3000:]}"
-    return str(exc)
+    if isinstance(exc, RuntimeError):
+        return str(exc)  # this script's own message, with the child's output
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1898,7 +1921,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile the cases that miss")
     parser.add_argument(
         "--markdown",
-        default="",
+        default=None,
         metavar="PATH",
         help="also write the table and the profiles as Markdown here",
     )
@@ -1915,10 +1938,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s): {', '.join(sorted(unknown))}; choose from {CASES}")
-    for flag, value in (("--json", options.json), ("--markdown", options.markdown)):
-        problem = unwritable(Path(value)) if value else ""
-        if problem:
-            parser.error(f"{flag} {value}: {problem}")
     if options.ref:
         found = subprocess.run(
             ["git", "rev-parse", "--verify", "--quiet", f"{options.ref}^{{commit}}"],
@@ -1928,6 +1947,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         if found.returncode != 0:
             parser.error(f"--ref {options.ref}: not a commit of {ROOT}; give one, e.g. HEAD")
+    outputs: dict[str, Path] = {}
+    for flag, value in (("--json", options.json), ("--markdown", options.markdown)):
+        if value is None:
+            continue
+        problem = unwritable(Path(value))
+        if problem:
+            parser.error(f"{flag} {value}: {problem}")
+        outputs[flag] = Path(value).resolve()  # a symbolic link: written through, not replaced
 
     if options.quick:
         s = Settings(True, 3, 3, 300, 500, 5_000, 1, 3)
@@ -1938,13 +1965,38 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     root = workspace(options.keep, s.suite_tests)
+    try:
+        return measure(options, chosen, s, root, outputs, started)
+    finally:
+        PYCACHE.clear()  # the next run in this process (a test's) starts afresh
+        if not options.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(
+    options: argparse.Namespace,
+    chosen: list[str],
+    s: Settings,
+    root: Path,
+    outputs: dict[str, Path],
+    started: float,
+) -> int:
+    """Every chosen case, then the profiles and the results files; 1 when a case failed (no
+    results written) or a profile failed (results written, with the error in "profiles")."""
     PYCACHE["prefix"] = str(root / "pycache")
     info = machine()
     info["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     info["command"] = " ".join([Path(PY).name, *sys.argv])
     info["git"] = git_state()
     if options.ref:
-        snapshot(options.ref, root)
+        try:
+            snapshot(options.ref, root)
+        except FAILURES as exc:
+            print(
+                f"error: --ref {options.ref} could not be extracted:\n{failure_text(exc)}",
+                file=sys.stderr,
+            )
+            return 1
         commit = subprocess.run(
             ["git", "rev-parse", "--short", options.ref], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
@@ -1958,28 +2010,29 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     raw: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    try:
-        for case in chosen:
-            case_start = time.perf_counter()
-            print(f"[{case}]", flush=True)
-            try:
-                new, raw[case] = run_case(case, root, s)
-            except (RuntimeError, subprocess.CalledProcessError) as exc:
-                if rows:
-                    print(table(rows))
-                print(
-                    f"error: the {case} case failed, so no results were written"
-                    f" (a results file holds every chosen case):\n{failure_text(exc)}",
-                    file=sys.stderr,
-                )
-                return 1
-            rows.extend(new)
-            timings[case] = time.perf_counter() - case_start
-            print(table(new), flush=True)
+    for case in chosen:
+        case_start = time.perf_counter()
+        print(f"[{case}]", flush=True)
+        try:
+            new, raw[case] = run_case(case, root, s)
+        except FAILURES as exc:
+            if rows:
+                print(table(rows))
+            print(
+                f"error: the {case} case failed, so no results were written"
+                f" (a results file holds every chosen case):\n{failure_text(exc)}",
+                file=sys.stderr,
+            )
+            return 1
+        rows.extend(new)
+        timings[case] = time.perf_counter() - case_start
+        print(table(new), flush=True)
 
-        measured_seconds = time.perf_counter() - started
-        profiles: dict[str, Any] = {}
-        profile_text: list[str] = []
+    measured_seconds = time.perf_counter() - started
+    profiles: dict[str, Any] = {}
+    profile_text: list[str] = []
+    profile_error = ""
+    try:
         if options.profile:
             missed = {r.case.removesuffix("-alone") for r in rows if r.passed is False}
             http_tests = {
@@ -2037,34 +2090,38 @@ def main(argv: list[str] | None = None) -> int:
                 elif case == "import":
                     print("[profile import]", flush=True)
                     profile_text.append(print_import_profile(raw["import"]))
-        total = time.perf_counter() - started
-        print()
-        print(table(rows))
-        per_case = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    except FAILURES as exc:  # the measurements stand: written, with the error
+        profile_error = profiles["error"] = failure_text(exc)
         print(
-            f"\nmeasurement: {measured_seconds:.0f} s ({per_case});"
-            f" profiling: {total - measured_seconds:.0f} s; total: {total:.0f} s"
+            f"error: profiling failed; the results are written without the rest of"
+            f" the profiles:\n{profile_error}",
+            file=sys.stderr,
         )
-        info["loadavg_end"] = os.getloadavg()
-        result = {
-            "machine": info,
-            "settings": s.__dict__,
-            "total_seconds": total,
-            "measurement_seconds": measured_seconds,
-            "case_seconds": timings,
-            "rows": [r.json() for r in rows],
-            "raw": raw,
-            "profiles": profiles,
-        }
-        write_text_atomic(options.json, json.dumps(result, indent=2) + "\n")
-        print(f"results written to {options.json}")
-        if options.markdown:
-            parts = [markdown_table(rows), *profile_text]
-            write_text_atomic(options.markdown, "\n\n".join(parts) + "\n")
-    finally:
-        if not options.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    return 0
+    total = time.perf_counter() - started
+    print()
+    print(table(rows))
+    per_case = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    print(
+        f"\nmeasurement: {measured_seconds:.0f} s ({per_case});"
+        f" profiling: {total - measured_seconds:.0f} s; total: {total:.0f} s"
+    )
+    info["loadavg_end"] = os.getloadavg()
+    result = {
+        "machine": info,
+        "settings": s.__dict__,
+        "total_seconds": total,
+        "measurement_seconds": measured_seconds,
+        "case_seconds": timings,
+        "rows": [r.json() for r in rows],
+        "raw": raw,
+        "profiles": profiles,
+    }
+    write_text_atomic(outputs["--json"], json.dumps(result, indent=2) + "\n")
+    print(f"results written to {options.json}")
+    if "--markdown" in outputs:
+        parts = [markdown_table(rows), *profile_text]
+        write_text_atomic(outputs["--markdown"], "\n\n".join(parts) + "\n")
+    return 1 if profile_error else 0
 
 
 if __name__ == "__main__":

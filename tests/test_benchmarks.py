@@ -1,10 +1,13 @@
 """benchmarks/run.py measures what it says it measures.
 
 The benchmark is run by hand and no timing is asserted here (issue 8). These tests keep it
-honest between runs: its policy documents its targets, each generated test really goes through
-the plugin (and through nothing of it with ``-p no:outbound``), every suite variant runs, and
-the script itself rejects bad options before measuring, writes its results whole or not at all.
-Every child runs against mocks or a loopback listener; nothing leaves the machine.
+honest between runs: its policy documents its targets, each generated test of the HTTP, socket
+and memory cases really goes through the plugin (and through nothing of it with
+``-p no:outbound``), every suite variant runs, a quick run of the import and matching cases
+writes its results, and the script rejects bad options before measuring and writes its results
+whole or not at all. The instruction-count case (valgrind, minutes) is not run here.
+Every request the children make goes to a mock or a loopback listener (the plugin's start-up
+probe asks the resolver for this machine's own name: README, "Sensitive values").
 """
 
 from __future__ import annotations
@@ -246,6 +249,7 @@ def test_a_quick_run_writes_its_results_whole(tmp_path: Path) -> None:
         (["--only", "speed"], "unknown case(s): speed; choose from"),
         (["--json", "{file}/r.json"], "--json {file}/r.json: {file} is a file, not a directory"),
         (["--markdown", "{dir}"], "--markdown {dir}: is a directory; give a file name in it"),
+        (["--json", ""], "--json : is a directory; give a file name in it"),
         (["--ref", "no-such-ref"], "--ref no-such-ref: not a commit of"),
     ],
 )
@@ -260,18 +264,54 @@ def test_bad_options_stop_before_anything_is_measured(
     (tmp_path / "file").write_text("")
     fill = {"file": str(tmp_path / "file"), "dir": str(tmp_path)}
     monkeypatch.setattr(bench, "workspace", lambda *a: pytest.fail("measuring began"))
+    writable = ["--json", str(tmp_path / "ok.json")]  # not benchmarks/: it may be read-only
     with pytest.raises(SystemExit) as stopped:
-        bench.main([a.format(**fill) for a in args])
+        bench.main([*writable, *(a.format(**fill) for a in args)])
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert message.format(**fill) in err
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("failure", ["runtime", "process"])
+def test_an_output_path_that_cannot_be_checked_or_written_is_named(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out" / "r.json"
+    assert bench.unwritable(target) == ""
+    assert not (tmp_path / "out").exists()  # checking makes nothing
+    assert bench.unwritable(tmp_path / "r.json") == ""
+    (tmp_path / "r.json").write_text("{}")  # the last run's results: replaced at the end
+    assert bench.unwritable(tmp_path / "r.json") == ""
+    assert bench.unwritable(Path("")).startswith("is a directory")
+
+    monkeypatch.setattr(bench.os, "access", lambda *a: False)  # root may write anywhere
+    assert bench.unwritable(target) == f"{tmp_path} is not writable; choose another path"
+
+    def denied(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "is_dir", denied)
+    assert bench.unwritable(target) == "cannot be checked (Permission denied); choose another path"
+
+
+@pytest.fixture
+def in_process(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """``main`` run in this process: its workspace in a scratch directory, which must be empty
+    again afterwards, and ``PYCACHE`` (where children keep bytecode) cleared."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(bench.tempfile, "tempdir", str(scratch))
+    yield tmp_path
+    assert list(scratch.iterdir()) == []
+    assert bench.PYCACHE == {}
+
+
+@pytest.mark.parametrize("failure", ["runtime", "process", "output"])
 def test_a_failed_case_is_reported_and_no_partial_results_are_written(
     bench: ModuleType,
-    tmp_path: Path,
+    in_process: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     failure: str,
@@ -281,17 +321,63 @@ def test_a_failed_case_is_reported_and_no_partial_results_are_written(
             return [bench.Row("import", "first", 1.0, "ms", note="measured")], {}
         if failure == "runtime":
             raise RuntimeError("matching.py failed:\nthe child's own words")
-        raise subprocess.CalledProcessError(3, ["python", "-c", "x"], stderr="the child's words")
+        if failure == "process":
+            raise subprocess.CalledProcessError(
+                3, ["python", "-c", "x"], stderr="the child's words"
+            )
+        return json.loads("the child's unreadable line")
 
     monkeypatch.setattr(bench, "run_case", run_case)
-    results = tmp_path / "r.json"
+    results = in_process / "r.json"
     code = bench.main(["--quick", "--only", "import,matching", "--json", str(results)])
     assert code == 1
     captured = capsys.readouterr()
     assert "error: the matching case failed, so no results were written" in captured.err
-    assert "the child's" in captured.err
     assert "Traceback" not in captured.err
-    if failure == "process":
-        assert "python -c x exited with 3" in captured.err
-    assert "first" in captured.out  # what was measured before is still shown
+    assert {
+        "runtime": "the child's own words",
+        "process": "python -c x exited with 3:\nthe child's words",
+        "output": "JSONDecodeError: Expecting value: line 1 column 1 (char 0) (at ",
+    }[failure] in captured.err
+    # what was measured before is shown again, after the failed case began
+    assert "first" in captured.out.split("[matching]")[1]
     assert not results.exists()
+
+
+def test_a_ref_that_cannot_be_extracted_stops_the_run_cleanly(
+    bench: ModuleType,
+    in_process: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def snapshot(ref: str, root: Path) -> None:
+        raise subprocess.CalledProcessError(128, ["git", "archive", ref], stderr=b"fatal: no path")
+
+    monkeypatch.setattr(bench, "snapshot", snapshot)
+    monkeypatch.setattr(bench, "run_case", lambda *a: pytest.fail("measuring began"))
+    results = in_process / "r.json"
+    assert bench.main(["--quick", "--only", "import", "--ref", "HEAD", "--json", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert "error: --ref HEAD could not be extracted:\ngit archive HEAD exited with 128" in err
+    assert "fatal: no path" in err
+    assert not results.exists()
+
+
+def test_a_failed_profile_keeps_the_measurements(
+    bench: ModuleType,
+    in_process: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missed = bench.Row("import", "the miss", 60.0, "ms", None, "<= 50 ms", False)
+    monkeypatch.setattr(bench, "run_case", lambda *a: ([missed], {}))  # no samples to profile
+    results, markdown = in_process / "r.json", in_process / "r.md"
+    argv = ["--quick", "--only", "import", "--profile", "--json", str(results)]
+    assert bench.main([*argv, "--markdown", str(markdown)]) == 1
+    err = capsys.readouterr().err
+    assert "error: profiling failed; the results are written without the rest of" in err
+    assert "KeyError: 'samples' (at run.py:" in err
+    written = json.loads(results.read_text())
+    assert [row["measure"] for row in written["rows"]] == ["the miss"]
+    assert written["profiles"]["error"].startswith("KeyError: 'samples'")
+    assert "| import | the miss | 60.0 ms | <= 50 ms | **FAIL** |" in markdown.read_text()
