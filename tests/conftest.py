@@ -53,12 +53,27 @@ def loopback(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(loopback=LOOPBACK_SERVER)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "machine_probe: this test's inner pytest runs keep the plugin's machine probe, which"
+        " asks the resolver for this machine's own name (the tests of sensitive machine values)",
+    )
+
+
 @pytest.fixture(autouse=True)
-def _inner_runs_configure_pytest_asyncio(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """pytest-asyncio (installed for the coexistence tests) warns in every inner run whose ini
-    leaves its loop scope unset; set it, as its users do, so the warning cannot mask ours."""
+def _inner_run_options(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options for every inner (pytester) run.
+
+    pytest-asyncio (installed for the coexistence tests) warns in every inner run whose ini
+    leaves its loop scope unset; set it, as its users do, so the warning cannot mask ours.
+
+    The plugin's start-up probe of this machine's values asks the resolver for the machine's
+    own name: a DNS query wherever the hosts file lacks it. Inner runs skip it
+    (``outbound_sensitive_machine = false``) unless the test is marked ``machine_probe``."""
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
-        monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+        options = ["-o asyncio_default_fixture_loop_scope=function"]
+        if request.node.get_closest_marker("machine_probe") is None:
+            options.append("-o outbound_sensitive_machine=false")
+        monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(options))

@@ -150,6 +150,7 @@ def test_opaque_body_breaks_a_contract_unless_admitted(suite: pytest.Pytester) -
     result.stdout.no_fnmatch_line("*upload.example*payload*")
 
 
+@pytest.mark.machine_probe
 def test_real_hostname_in_header_and_path_is_sensitive(suite: pytest.Pytester) -> None:
     hostname = socket.gethostname()
     suite.makeini(
@@ -190,12 +191,24 @@ def test_real_hostname_in_header_and_path_is_sensitive(suite: pytest.Pytester) -
     assert all(f"({hostname})" not in line for line in everywhere)
 
 
+@pytest.mark.machine_probe
 def test_hostname_base64_in_json_is_sensitive(suite: pytest.Pytester) -> None:
     # A realistic build-agent name: a two-letter hostname has no stable base64 form to find.
     suite.makeconftest(
         """
         import socket
+
         socket.gethostname = lambda: "build-agent-07"
+        # the probe's lookups of that made-up name: answered here, never by a nameserver
+        socket.getfqdn = lambda name="": "build-agent-07"
+        _getaddrinfo = socket.getaddrinfo
+
+        def getaddrinfo(host, *args, **kwargs):
+            if host == "build-agent-07":
+                raise socket.gaierror(socket.EAI_NONAME, "not looked up in this test")
+            return _getaddrinfo(host, *args, **kwargs)
+
+        socket.getaddrinfo = getaddrinfo
         """
     )
     suite.makeini("[pytest]\noutbound_policy = outbound.toml\noutbound_mode = enforce\n")

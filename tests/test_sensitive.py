@@ -411,6 +411,7 @@ for _name, _answer in ANSWERS.items():
 """
 
 
+@pytest.mark.machine_probe
 @pytest.mark.parametrize("probe", [True, False])
 def test_the_machine_probe_asks_the_resolver_once_at_start_up_and_can_be_turned_off(
     pytester: pytest.Pytester, probe: bool
@@ -435,3 +436,21 @@ def test_the_machine_probe_asks_the_resolver_once_at_start_up_and_can_be_turned_
     expected = "['getaddrinfo', 'getfqdn']" if probe else "[]"
     assert f"calls: {expected}" in result.stdout.str()
     result.stdout.fnmatch_lines(["mode: enforce; 0 outbound request(s)*"])
+
+
+def test_this_suites_inner_runs_skip_the_machine_probe(pytester: pytest.Pytester) -> None:
+    """tests/conftest.py: an inner run of a test not marked ``machine_probe`` asks no resolver,
+    even where its ini leaves the probe on (the default)."""
+    pytester.makeconftest(RESOLVER_SPY)
+    pytester.makeini("[pytest]\noutbound_mode = enforce\n")
+    pytester.makepyfile(
+        """
+        from conftest import CALLS
+
+        def test_start_up():
+            print("calls:", sorted(CALLS))
+        """
+    )
+    result = pytester.runpytest_subprocess("-s")
+    result.assert_outcomes(passed=1)
+    assert "calls: []" in result.stdout.str()
