@@ -368,6 +368,7 @@ def test_a_random_node_id_is_not_a_mac(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_fqdn_is_kept_when_it_differs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "build-07")
     monkeypatch.setattr(socket, "getfqdn", lambda: "build-07.corp.example")
+    monkeypatch.setattr(_sensitive, "_resolved_addresses", lambda hostname: [])  # no DNS query
     assert SensitiveValue("fqdn", "build-07.corp.example") in machine_values()
     monkeypatch.setattr(socket, "getfqdn", lambda: "localhost")
     assert not [v for v in machine_values() if v.kind == "fqdn"]
