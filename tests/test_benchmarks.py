@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -211,17 +210,12 @@ def test_parse_importtime_counts_the_outermost_imports_and_what_they_pull_in(
 # -- the script -----------------------------------------------------------------------------------
 
 
-def bench_env() -> dict[str, str]:
-    """This environment without what pytest (and xdist) set for this run."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-
-
 def test_a_quick_run_writes_its_results_whole(tmp_path: Path) -> None:
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
     command = [sys.executable, str(RUN), "--quick", "--only", "import,matching", "--reps", "1"]
     command += ["--json", str(out / "r.json"), "--markdown", str(out / "r.md")]
-    env = {**bench_env(), "TMPDIR": str(scratch)}
+    env = BENCH.child_env(TMPDIR=str(scratch))  # the children's environment, as run.py makes it
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["r.json", "r.md"]  # no temporary left
