@@ -1,8 +1,15 @@
-"""Shared test helpers: a loopback HTTP server that pytester-made test files can import."""
+"""Shared test helpers: a loopback HTTP server that pytester-made test files can import, and
+the fixture that fails any test whose code (or whose in-process inner pytest run) reaches for
+the real network."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import no_network
 import pytest
+
+no_network.install()  # beneath any session a test starts: see no_network
 
 # A tiny loopback server for inner (pytester) test runs. It answers every GET with 200 and the
 # path, except /redirect?to=URL which answers 302 to URL. Loopback only: nothing leaves.
@@ -77,3 +84,18 @@ def _inner_run_options(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         if request.node.get_closest_marker("machine_probe") is None:
             options.append("-o outbound_sensitive_machine=false")
         monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(options))
+
+
+@pytest.fixture(autouse=True)
+def _no_real_network() -> Iterator[None]:
+    """Fail the test if its code reached for the real network (see ``no_network``)."""
+    no_network.install()  # again: pytest-socket put its saved originals back
+    start = no_network.attempts_so_far()
+    yield
+    attempts = no_network.attempts_since(start)
+    if attempts:
+        pytest.fail(
+            "this test reached for the real network (the suite may use loopback only): "
+            + "; ".join(attempts),
+            pytrace=False,
+        )

@@ -208,12 +208,19 @@ def test_subtests_do_not_settle_the_call_phase_early(suite: pytest.Pytester, kin
     if kind == "fixture" and not hasattr(pytest, "Subtests"):
         pytest.skip("the subtests fixture is built into pytest from 9.0")
     suite.makepyfile(SUBTESTS[kind])
-    result = suite.runpytest("-rA")
+    # enforce: the request to evil.example is blocked (in audit mode it would go out)
+    result = suite.runpytest("-rA", "-o", "outbound_mode=enforce")
     outcomes = result.parseoutcomes()
     # The expectation is met by the end of the test; the swallowed block fails its test, once,
     # and not the subtest that happened to come after it.
     assert outcomes.get("failed") == 1, result.stdout.str()
-    result.stdout.fnmatch_lines(["FAILED *test_swallowed_before_a_subtest*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*1 outbound request(s) were blocked, and the code under test caught*",
+            "outbound request blocked: GET https://evil.example/ (client: requests)",
+            "FAILED *test_swallowed_before_a_subtest*",
+        ]
+    )
     assert "outbound_expect" not in result.stdout.str()
     assert "SUBFAILED" not in result.stdout.str()
 
