@@ -60,7 +60,7 @@ _ISO8601_RE = (
 
 
 def _is_iso8601(value: str) -> bool:
-    m = re.fullmatch(_ISO8601_RE, value)
+    m = _compiled(_ISO8601_RE).fullmatch(value)
     if m is None:
         return False
     try:
@@ -74,21 +74,29 @@ def _is_iso8601(value: str) -> bool:
     return not (m["oh"] is not None and (int(m["oh"]) > 23 or int(m["om"] or 0) > 59))
 
 
-_NAMED: dict[str, Callable[[str], bool]] = {
-    "uuid": lambda v: re.fullmatch(_UUID_RE, v) is not None,
-    "semver": lambda v: re.fullmatch(_SEMVER_RE, v) is not None,
-    "int": lambda v: re.fullmatch(_INT_RE, v) is not None,
+#: Named formats: a pattern's text, or a check of its own.
+_NAMED: dict[str, str | Callable[[str], bool]] = {
+    "uuid": _UUID_RE,
+    "semver": _SEMVER_RE,
+    "int": _INT_RE,
     "iso8601": _is_iso8601,
 }
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
 @functools.lru_cache(maxsize=1024)
 def _matcher(spec: str) -> Callable[[str], bool]:
-    named = _NAMED.get(spec)
-    if named is not None:
+    """The check of one ``match`` spec, made once: ``re.fullmatch`` with a pattern's text
+    would look the compiled pattern up in ``re``'s cache for every value checked."""
+    named = _NAMED.get(spec, spec)
+    if callable(named):
         return named
-    pattern = re.compile(spec)
-    return lambda v: pattern.fullmatch(v) is not None
+    fullmatch = _compiled(named).fullmatch
+    return lambda v: fullmatch(v) is not None
 
 
 def matches_format(spec: str, value: str) -> bool:

@@ -156,20 +156,31 @@ class _Object(list[tuple[str, object]]):
     __slots__ = ()
 
 
+#: One decoder for every body, as ``json.loads`` keeps one for its defaults: given hooks,
+#: ``json.loads`` makes a decoder and its scanner anew for each call (as long as parsing
+#: this small body).
+_JSON_DECODER = json.JSONDecoder(
+    object_pairs_hook=_Object,
+    parse_int=_Number,
+    parse_float=_Number,
+    parse_constant=_Number,
+)
+
+
 def _parse_json(body: bytes) -> object:
-    return json.loads(
-        body,
-        object_pairs_hook=_Object,
-        parse_int=_Number,
-        parse_float=_Number,
-        parse_constant=_Number,
-    )
+    """``json.loads(body, ...)`` with this module's hooks: the bytes decoded as it decodes
+    them (UTF-8, -16 or -32, found from the first bytes; a BOM dropped)."""
+    return _JSON_DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
 
 
 def _json_fields(doc: object, out: dict[str, list[str]]) -> bool:
     """Add the fields of a parsed JSON document to ``out``; False if it is a bare scalar."""
     if not isinstance(doc, list):
         return False
+    if doc.__class__ is _Object and not any(isinstance(child, list) for _, child in doc):
+        for key, child in doc:  # a flat object, as most payloads are: no walk needed
+            out.setdefault(key, []).append(_json_text(child))
+        return True
     stack: list[tuple[str, object]] = [("", doc)]
     while stack:
         name, value = stack.pop()

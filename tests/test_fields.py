@@ -425,6 +425,32 @@ def test_json_fields_equal_the_recursive_oracle(doc: object) -> None:
     got = Counter((name, value) for name, values in f.values.items() for value in values)
     assert got == Counter((name, value) for name, value in expected if value is not None)
     assert not f.opaque
+    # and in the document's order: fields as first met, each one's values as written
+    in_order: dict[str, list[str]] = {}
+    for name, value in expected:
+        in_order.setdefault(name, [])
+        if value is not None:
+            in_order[name].append(value)
+    assert f.values == {name: tuple(values) for name, values in in_order.items()}
+    assert list(f.values) == list(in_order)
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"]
+)
+@given(doc=json_containers)
+def test_json_bodies_in_every_encoding_json_reads(doc: object, encoding: str) -> None:
+    """Bodies are read as ``json.loads`` reads bytes: UTF-8, -16 or -32, with or without a BOM."""
+    text = json.dumps(doc, ensure_ascii=False)
+    assert fields_of(headers=[JSON], body=text.encode(encoding)) == fields_of(
+        headers=[JSON], body=text.encode()
+    )
+
+
+def test_json_that_is_not_text_is_opaque() -> None:
+    invalid_utf8 = b'{"a": "' + bytes([0xC3, 0xFF]) + b'"}'
+    assert fields_of(headers=[JSON], body=invalid_utf8).opaque
+    assert fields_of(headers=[JSON], body='{"a": "é"}'.encode()).values == {"a": ("é",)}
 
 
 @given(json_containers)
