@@ -4,12 +4,11 @@ the real network."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import no_network
 import pytest
 
-no_network.install()  # beneath any session a test starts: see no_network
+# The guard against the real network (installed on import, beneath any session a test starts),
+# its fixture that fails a test which reached out, and its end-of-session check.
+from no_network import _no_real_network, pytest_sessionfinish  # noqa: F401
 
 # A tiny loopback server for inner (pytester) test runs. It answers every GET with 200 and the
 # path, except /redirect?to=URL which answers 302 to URL. Loopback only: nothing leaves.
@@ -84,18 +83,3 @@ def _inner_run_options(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         if request.node.get_closest_marker("machine_probe") is None:
             options.append("-o outbound_sensitive_machine=false")
         monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(options))
-
-
-@pytest.fixture(autouse=True)
-def _no_real_network() -> Iterator[None]:
-    """Fail the test if its code reached for the real network (see ``no_network``)."""
-    no_network.install()  # again: pytest-socket put its saved originals back
-    start = no_network.attempts_so_far()
-    yield
-    attempts = no_network.attempts_since(start)
-    if attempts:
-        pytest.fail(
-            "this test reached for the real network (the suite may use loopback only): "
-            + "; ".join(attempts),
-            pytrace=False,
-        )

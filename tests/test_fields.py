@@ -451,6 +451,9 @@ def test_json_that_is_not_text_is_opaque() -> None:
     invalid_utf8 = b'{"a": "' + bytes([0xC3, 0xFF]) + b'"}'
     assert fields_of(headers=[JSON], body=invalid_utf8).opaque
     assert fields_of(headers=[JSON], body='{"a": "é"}'.encode()).values == {"a": ("é",)}
+    # a lone surrogate, encoded as UTF-8 encodes it: json.loads reads it ("surrogatepass")
+    surrogate = b'{"a": "' + bytes([0xED, 0xA0, 0x80]) + b'"}'
+    assert fields_of(headers=[JSON], body=surrogate).values == {"a": (json.loads(surrogate)["a"],)}
 
 
 @given(json_containers)

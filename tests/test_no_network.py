@@ -4,48 +4,88 @@ inner run which lets a request through is caught by it, beneath the plugin's bac
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 
 import no_network
 import pytest
 
+# A hosts file as machines differ in theirs (this one's may lack ::1), and a machine name.
+HOSTS = {
+    "localhost": ["127.0.0.1"],
+    "ip6-localhost": ["::1"],
+    "printer.lan": ["192.168.1.9"],
+}
+OWN_NAME = "build-07"
+V4, V6 = socket.AF_INET, socket.AF_INET6
 
+
+@pytest.fixture
+def hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {
+        name: [ipaddress.ip_address(a) for a in addresses] for name, addresses in HOSTS.items()
+    }
+    monkeypatch.setattr(no_network, "_HOSTS_FILE", table)
+    addresses = frozenset(a for each in table.values() for a in each)
+    monkeypatch.setattr(no_network, "_HOSTS_FILE_ADDRESSES", addresses)
+    monkeypatch.setattr(no_network, "_OWN_NAME", OWN_NAME)
+
+
+@pytest.mark.usefixtures("hosts")
 @pytest.mark.parametrize(
-    ("host", "reverse", "asks"),
+    ("host", "family", "reverse", "asks"),
     [
-        ("evil.example", False, True),
-        (b"evil.example", False, True),
-        ("EVIL.example.", False, True),
-        ("localhost", False, False),
-        ("192.0.2.10", False, False),  # an address is its own answer
-        ("192.0.2.10", True, True),  # but its reverse lookup is a query
-        ("127.0.0.1", True, False),
-        ("::1", True, False),
-        (None, False, False),  # getaddrinfo(None, port): the passive addresses
-        (socket.gethostname(), False, False),  # the machine probe's own name
+        ("evil.example", 0, False, True),
+        (b"evil.example", 0, False, True),
+        ("EVIL.example.", 0, False, True),
+        ("localhost", 0, False, False),
+        ("localhost", V4, False, False),
+        ("localhost", V6, False, True),  # the hosts file has no IPv6 address for it
+        ("ip6-localhost", V6, False, False),
+        ("ip6-localhost", V4, False, True),
+        ("192.0.2.10", 0, False, False),  # an address is its own answer
+        ("127.1", 0, False, False),  # in any form inet_aton reads
+        ("0", 0, False, False),
+        ("192.0.2.10", 0, True, True),  # but its reverse lookup is a query
+        ("192.168.1.9", 0, True, False),  # unless the hosts file has it
+        ("127.0.0.1", 0, True, False),
+        ("::1", 0, True, False),
+        ("::ffff:127.0.0.1", 0, True, False),
+        (None, 0, False, False),  # getaddrinfo(None, port): the passive addresses
+        (OWN_NAME, 0, False, False),  # the machine probe's own name
+        (f"{OWN_NAME}.evil.example", 0, False, True),  # and only that name
     ],
 )
-def test_which_lookups_ask_a_nameserver(host: object, reverse: bool, asks: bool) -> None:
-    assert no_network.asks_a_nameserver(host, reverse=reverse) is asks
+def test_which_lookups_ask_a_nameserver(
+    host: object, family: int, reverse: bool, asks: bool
+) -> None:
+    assert no_network.asks_a_nameserver(host, family=family, reverse=reverse) is asks
 
 
+@pytest.mark.usefixtures("hosts")
 @pytest.mark.parametrize(
-    ("address", "remote"),
+    ("address", "family", "remote"),
     [
-        (("192.0.2.10", 443), True),
-        (("10.0.0.1", 80), True),
-        (("2001:db8::1", 443, 0, 0), True),
-        (("evil.example", 80), True),  # resolved by the call itself
-        (("127.0.0.1", 80), False),
-        (("::1", 80, 0, 0), False),
-        (("localhost", 80), False),
-        (("0.0.0.0", 80), False),
-        ("/tmp/some.sock", False),  # a Unix socket
-        (b"\0abstract", False),
+        (("192.0.2.10", 443), V4, True),
+        (("10.0.0.1", 80), V4, True),
+        (("2001:db8::1", 443, 0, 0), V6, True),
+        (("evil.example", 80), V4, True),  # resolved by the call itself
+        (("printer.lan", 80), V4, True),  # the hosts file says another machine
+        (("localhost", 80, 0, 0), V6, True),  # no IPv6 address for it: a query
+        ((OWN_NAME, 80), V4, True),  # looking it up is excused; where it goes is unknown
+        (("<broadcast>", 9), V4, True),
+        (("127.0.0.1", 80), V4, False),
+        (("127.1", 80), V4, False),
+        (("::1", 80, 0, 0), V6, False),
+        (("::ffff:127.0.0.1", 80, 0, 0), V6, False),
+        (("localhost", 80), V4, False),
+        (("0.0.0.0", 80), V4, False),
+        ("/tmp/some.sock", socket.AF_UNIX, False),
+        (b"\0abstract", socket.AF_UNIX, False),
     ],
 )
-def test_which_addresses_are_another_machines(address: object, remote: bool) -> None:
-    assert no_network.remote(address) is remote
+def test_which_addresses_are_another_machines(address: object, family: int, remote: bool) -> None:
+    assert no_network.remote(address, family) is remote
 
 
 def test_a_lookup_and_a_connection_are_refused_and_noted() -> None:
@@ -61,19 +101,28 @@ def test_a_lookup_and_a_connection_are_refused_and_noted() -> None:
         assert sock.connect_ex(("192.0.2.10", 443)) == errno.ENETUNREACH
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         with pytest.raises(OSError, match="sends nothing out"):
-            sock.sendto(b"x", ("192.0.2.10", 53))
+            sock.sendto(b"x", ("192.0.2.10", 9))
         sock.sendto(b"x", ("127.0.0.1", 9))  # loopback: sent
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect(("192.0.2.10", 53))  # sets the peer (the machine probe does it)
-        with pytest.raises(OSError, match="sends nothing out"):
-            sock.send(b"x")
+        sock.connect(("192.0.2.10", 9))  # sets the peer (the machine probe does it)
+        for send in (sock.send, sock.sendall, lambda data: sock.sendmsg([data])):
+            with pytest.raises(OSError, match="sends nothing out"):
+                send(b"x")
+        with pytest.raises(OSError, match="connects nowhere"):
+            sock.connect(("evil.example", 53))  # connect() resolves a name itself
+        with pytest.raises(socket.gaierror):
+            sock.bind(("evil.example", 0))  # and so does bind()
     assert no_network.take_since(start) == [
         "socket.getaddrinfo('evil.example')",
         "socket.gethostbyaddr('192.0.2.10')",
         "socket.connect(('192.0.2.10', 443))",
         "socket.connect_ex(('192.0.2.10', 443))",
-        "socket.sendto(..., ('192.0.2.10', 53))",
-        "socket.send(...) to ('192.0.2.10', 53)",
+        "socket.sendto(..., ('192.0.2.10', 9))",
+        "socket.send(...) to ('192.0.2.10', 9)",
+        "socket.sendall(...) to ('192.0.2.10', 9)",
+        "socket.sendmsg(..., ('192.0.2.10', 9))",
+        "socket.connect(('evil.example', 53))",
+        "socket.bind(('evil.example', 0))",
     ]
 
 
@@ -131,3 +180,73 @@ def test_install_guards_again_what_a_tool_put_back(monkeypatch: pytest.MonkeyPat
         sock.connect(("192.0.2.10", 443))
     assert no_network.take_since(start) == ["socket.connect(('192.0.2.10', 443))"]
     assert socket.gethostbyname is guarded_lookup
+
+
+def test_the_fixture_fails_the_test_that_reached_out(pytester: pytest.Pytester) -> None:
+    """``-p no_network`` is what the conftest uses: a refused lookup that the test caught still
+    fails it, and the test after it is clean."""
+    pytester.makepyfile(
+        """
+        import socket, pytest
+
+        def test_reaches_out():
+            with pytest.raises(socket.gaierror):
+                socket.getaddrinfo("evil.example", 443)
+
+        def test_clean():
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no_network", "-p", "no:outbound")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_reaches_out*",
+            "*During this test, the code reached for the real network*"
+            "socket.getaddrinfo('evil.example')*",
+        ]
+    )
+
+
+def test_an_attempt_before_a_test_fails_that_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import socket, pytest
+
+        @pytest.fixture(scope="module")
+        def wide():
+            try:
+                socket.gethostbyname("evil.example")
+            except socket.gaierror:
+                pass
+
+        def test_uses_it(wide):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no_network", "-p", "no:outbound")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*Before this test's setup ended, the code reached*socket.gethostbyname('evil.example')*"]
+    )
+
+
+def test_an_attempt_after_the_last_test_fails_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import socket, pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def reaches_out_at_the_end():
+            yield
+            try:
+                socket.getaddrinfo("evil.example", 443)
+            except socket.gaierror:
+                pass
+        """
+    )
+    pytester.makepyfile("def test_it():\n    pass\n")
+    result = pytester.runpytest("-p", "no_network", "-p", "no:outbound")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stderr.fnmatch_lines(["*after its last test's own teardown*evil.example*"])
