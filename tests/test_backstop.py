@@ -7,6 +7,7 @@ connections can be judged without leaving the machine; anything else is blocked 
 from __future__ import annotations
 
 import pytest
+from inner_output import failed_only_for_swallowed_blocks
 
 LISTENER = """
 import socket, contextlib, threading
@@ -92,6 +93,7 @@ def test_raw(outbound):
     result = suite.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*outbound request blocked: * (client: socket)*"])
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_a_socket_made_before_the_session_is_judged_too(suite: pytest.Pytester) -> None:
@@ -128,6 +130,7 @@ def test_a_socket_made_before_the_session_is_judged_too(suite: pytest.Pytester) 
     # Blocked (and so failing the test, as a swallowed block would) before it connected.
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*1 outbound request(s) were blocked*"])
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_looking_up_an_undocumented_name_is_a_dns_violation(suite: pytest.Pytester) -> None:
@@ -156,6 +159,7 @@ def test_looking_up_an_undocumented_name_is_a_dns_violation(suite: pytest.Pytest
             "*why:  a name lookup of 'secret-token.attacker.example', which is not a documented host*",
         ]
     )
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_an_address_is_allowed_only_if_an_allowed_name_resolved_to_it(
@@ -182,6 +186,7 @@ def test_an_address_is_allowed_only_if_an_allowed_name_resolved_to_it(
     result = suite.runpytest()
     result.assert_outcomes(failed=1)  # the first, blocked connection fails it
     result.stdout.fnmatch_lines(["*1 outbound request(s) were blocked*"])
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_an_http_request_is_not_reported_again_by_the_backstop(
@@ -267,6 +272,7 @@ def test_a_block_swallowed_in_a_background_thread_still_fails_the_test(
     result = suite.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*caught the OutboundBlocked exception; the test fails anyway*"])
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_phases_session_fixture_teardown_and_late_thread(suite: pytest.Pytester) -> None:

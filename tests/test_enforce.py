@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from inner_output import failed_only_for_swallowed_blocks
 
 POLICY = """
 [[destination]]
@@ -104,6 +105,7 @@ def test_enforce_blocks_before_the_mock_sees_it(policy: pytest.Pytester) -> None
         ]
     )
     result.stdout.fnmatch_lines(["*GET https://evil.example/a (client: httpx)*"])
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_uncaught_block_fails_at_the_call_site(policy: pytest.Pytester) -> None:
@@ -156,6 +158,7 @@ def test_swallowed_block_still_fails(policy: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*caught the OutboundBlocked exception; the test fails anyway*", "*telemetry.example*"]
     )
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_redirect_to_undocumented_host_is_caught_at_second_hop(policy: pytest.Pytester) -> None:
@@ -188,6 +191,11 @@ def test_redirect_to_undocumented_host_is_caught_at_second_hop(policy: pytest.Py
     result.assert_outcomes(failed=2)
     assert result.stdout.str().count("GET https://evil.example/dl") >= 2
     assert "AssertionError" not in result.stdout.str()
+    for client in ("requests", "httpx"):
+        result.stdout.fnmatch_lines(
+            [f"outbound request blocked: GET https://evil.example/dl (client: {client})"]
+        )
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_retries_do_not_multiply_a_blocked_attempt(policy: pytest.Pytester) -> None:
@@ -293,3 +301,4 @@ def test_redirect_from_loopback_server_blocked_before_leaving(
     result = policy.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*2 outbound request(s) were blocked*"])
+    failed_only_for_swallowed_blocks(result)

@@ -77,6 +77,18 @@ def test_leaky_variant_fails_with_exactly_its_three_leaks(
         "leaky", "-o", "outbound_require_coverage=false", "--outbound-report", "leaky.json"
     )
     result.assert_outcomes(failed=2)
+    # each fails for the plugin's reason: the first on its block, the second on the one it
+    # swallowed (its own assertions pass), and on nothing of their own
+    result.stdout.fnmatch_lines(
+        ["E   *OutboundBlocked: outbound request blocked: GET https://octopus.com/*"]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_opting_out_sends_nothing_anywhere _*",
+            "1 outbound request(s) were blocked, and the code under test caught*",
+        ],
+        consecutive=True,
+    )
     report = json.loads((examples / "leaky.json").read_text())
     violations = sorted(
         reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from inner_output import failed_only_for_swallowed_blocks
 
 POLICY = """
 [[destination]]
@@ -179,6 +180,7 @@ def test_allow_permits_from_now_on(suite: pytest.Pytester) -> None:
     result = suite.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*1 outbound request(s) were blocked*"])
+    failed_only_for_swallowed_blocks(result)
 
 
 def test_fixture_when_mode_off_says_so(suite: pytest.Pytester) -> None:
