@@ -337,6 +337,93 @@ def test_phases_session_fixture_teardown_and_late_thread(suite: pytest.Pytester)
     }
 
 
+def test_a_pool_thread_started_by_an_earlier_test_sends_for_the_current_one(
+    suite: pytest.Pytester,
+) -> None:
+    """A pool's worker thread outlives the test that happened to start it: what it sends
+    later belongs to the test running then, not to that one as late egress."""
+    suite.makeini(ini("audit", "outbound_allow = *.example"))
+    suite.makepyfile(
+        """
+        import concurrent.futures, re, requests, responses
+
+        POOL = concurrent.futures.ThreadPoolExecutor(1)
+
+        def test_starts_the_worker():
+            POOL.submit(lambda: None).result()
+
+        @responses.activate
+        def test_sends_through_it(outbound):
+            responses.get(re.compile(".*"))
+            POOL.submit(requests.get, "https://api.example/").result()
+            assert [(r.host, r.nodeid.split("::")[-1], r.phase) for r in outbound.requests] == [
+                ("api.example", "test_sends_through_it", "call")]
+        """
+    )
+    suite.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_a_late_thread_blocked_in_enforce_fails_the_session(suite: pytest.Pytester) -> None:
+    """Blocked after its test ended, nothing is left to fail for it: the session fails."""
+    suite.makeini(ini("enforce"))
+    suite.makepyfile(
+        """
+        import threading, requests
+        from pytest_outbound import OutboundBlocked
+
+        LATE = threading.Event()
+        BLOCKED = []
+
+        def test_one():
+            def later():
+                LATE.wait()
+                try:
+                    requests.get("https://late.example/")
+                except OutboundBlocked:
+                    BLOCKED.append(True)
+            threading.Thread(target=later, daemon=True, name="late").start()
+
+        def test_two():
+            LATE.set()
+            for thread in threading.enumerate():
+                if thread.name == "late":
+                    thread.join(5)
+            assert BLOCKED == [True]
+        """
+    )
+    result = suite.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["1 request(s) outside any test were blocked (enforce): the session fails"]
+    )
+
+
+def test_a_name_resolved_in_another_letter_case_is_still_the_judged_host(
+    suite: pytest.Pytester, loopback: None
+) -> None:
+    """http.client resolves the host as written (``LocalHost``); the connection to the address
+    is the request's own, judged already, not another one for the backstop to record."""
+    suite.makefile(".toml", outbound='[[destination]]\nname = "local"\nhosts = ["localhost"]\n')
+    suite.makeini(ini("enforce", "outbound_policy = outbound.toml", "outbound_local = enforce"))
+    suite.makepyfile(
+        """
+        import http.client
+        from loopback import serve
+
+        def test_mixed_case(outbound):
+            with serve() as base:
+                conn = http.client.HTTPConnection("LocalHost", int(base.rsplit(":", 1)[1]))
+                conn.request("GET", "/x")
+                assert conn.getresponse().read() == b"/x"
+                conn.close()
+            assert [(r.client, r.host, r.destination) for r in outbound.requests] == [
+                ("http.client", "localhost", "local")]
+        """
+    )
+    suite.runpytest().assert_outcomes(passed=1)
+
+
 def test_collect_phase_and_non_test_violations_fail_the_session(suite: pytest.Pytester) -> None:
     suite.makeini(ini("enforce"))
     suite.makeconftest(

@@ -144,6 +144,51 @@ def test_each_redirect_hop_is_judged(suite: pytest.Pytester, client: str) -> Non
     failed_only_for_swallowed_blocks(result)
 
 
+def test_a_same_host_redirect_of_a_urllib3_pool_is_another_hop(suite: pytest.Pytester) -> None:
+    """A connection pool follows a redirect to its own host inside its ``urlopen``: that hop is
+    another request, judged on its own (a retry of the same URL is not)."""
+    suite.makeini(
+        "[pytest]\noutbound_mode = enforce\noutbound_local = enforce\noutbound_allow = 127.0.0.1\n"
+    )
+    suite.makepyfile(
+        """
+        import urllib.parse, urllib3
+        from loopback import serve
+
+        def test_redirect(outbound):
+            with serve() as base:
+                parts = urllib.parse.urlsplit(base)
+                pool = urllib3.HTTPConnectionPool(parts.hostname, parts.port)
+                assert pool.urlopen("GET", "/redirect?to=/landing").data == b"/landing"
+            assert [(r.client, r.path) for r in outbound.requests] == [
+                ("urllib3", "/redirect"), ("urllib3", "/landing")]
+        """
+    )
+    suite.runpytest().assert_outcomes(passed=1)
+
+
+def test_through_a_tunnelling_proxy_the_target_is_judged(suite: pytest.Pytester) -> None:
+    """http.client with ``set_tunnel``: the record names the target, not the proxy."""
+    suite.makeini("[pytest]\noutbound_mode = enforce\n")
+    suite.makepyfile(
+        """
+        import http.client, pytest
+        from pytest_outbound import OutboundBlocked
+
+        def test_tunnel(outbound):
+            conn = http.client.HTTPSConnection("proxy.invalid", 3128)
+            conn.set_tunnel("undocumented.invalid", 8443)
+            with pytest.raises(OutboundBlocked):
+                conn.request("GET", "/collect")
+            assert [(r.host, r.port, r.url) for r in outbound.requests] == [
+                ("undocumented.invalid", 8443, "https://undocumented.invalid:8443/collect")]
+        """
+    )
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)
+    failed_only_for_swallowed_blocks(result)
+
+
 def test_urllib3_retries_are_one_request(suite: pytest.Pytester) -> None:
     suite.makeini("[pytest]\noutbound_mode = audit\noutbound_local = enforce\n")
     suite.makepyfile(

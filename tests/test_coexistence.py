@@ -319,6 +319,70 @@ def test_pytest_socket_does_not_unhook_the_gethostbyname_backstop(suite: pytest.
     failed_only_for_swallowed_blocks(result)
 
 
+def test_pytest_socket_enabled_again_inside_a_test_keeps_the_gethostbyname_backstop(
+    suite: pytest.Pytester,
+) -> None:
+    """pytest-socket's ``enable_socket()`` puts back the ``gethostbyname`` it saved at import:
+    called inside a test (after the backstop's check before the test), it must put back ours."""
+    suite.makepyfile(
+        """
+        import socket, pytest, pytest_socket
+        from pytest_outbound import OutboundBlocked
+
+        @pytest.mark.disable_socket
+        def test_enables_sockets_itself(outbound):
+            pytest_socket.enable_socket()
+            with pytest.raises(OutboundBlocked):
+                socket.gethostbyname("evil.example")
+            assert [(r.client, r.host) for r in outbound.requests] == [("dns", "evil.example")]
+        """
+    )
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)  # blocked before the lookup left, and swallowed
+    failed_only_for_swallowed_blocks(result)
+
+
+def test_a_resolver_put_back_by_another_tool_is_patched_again(suite: pytest.Pytester) -> None:
+    """A tool that saved ``socket.gethostbyname`` before the session, and puts it back after a
+    test, unhooks the backstop's resolver: it is patched again before the next test."""
+    suite.makeconftest(
+        """
+        import socket, pytest
+
+        SAVED = socket.gethostbyname  # before the plugin patched it
+
+        def refuse(host):
+            raise OSError("no lookups in this test")
+
+        @pytest.fixture
+        def no_lookups():
+            socket.gethostbyname = refuse
+            yield
+            socket.gethostbyname = SAVED
+        """
+    )
+    suite.makepyfile(
+        """
+        import socket, pytest
+        from pytest_outbound import OutboundBlocked
+
+        def test_first(no_lookups):
+            with pytest.raises(OSError, match="no lookups"):
+                socket.gethostbyname("evil.example")
+
+        def test_then_an_undocumented_lookup(outbound):
+            with pytest.raises(OutboundBlocked):
+                socket.gethostbyname("evil.example")
+            assert [(r.client, r.host) for r in outbound.requests] == [("dns", "evil.example")]
+        """
+    )
+    # Without pytest-socket: its teardown puts back a ``connect`` every time, and that alone
+    # has everything patched again.
+    result = suite.runpytest("-p", "no:randomly", "-p", "no:socket")
+    result.assert_outcomes(passed=1, failed=1)  # the second swallowed its block
+    failed_only_for_swallowed_blocks(result)
+
+
 # -- vcrpy and pytest-recording ----------------------------------------------------------------
 
 CASSETTE = """\

@@ -61,6 +61,16 @@ def test_missing_fields_in_required_order() -> None:
     assert check_payload(payload, fields(c="1")) == [Breach("missing", "b"), Breach("missing", "a")]
 
 
+def test_a_required_field_without_values_is_present() -> None:
+    """An empty JSON object or list is a field with no values: sent, so not missing."""
+    payload = Payload(required=("env", "tags[]"))
+    assert check_payload(payload, fields(env=(), **{"tags[]": ()})) == []
+    assert check_payload(payload, fields()) == [
+        Breach("missing", "env"),
+        Breach("missing", "tags[]"),
+    ]
+
+
 def test_malformed_reports_the_first_bad_value_of_each_field() -> None:
     f = fields(version=("1.0.0", "one", "two"), installationId="abc")
     assert check_payload(UPDATE_CHECK, f) == [

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_outbound import Destination, Policy, PolicyError
-from pytest_outbound._decide import Context, Rules, decide, path_matches, resolve_entry
-from pytest_outbound._record import build_request
+from pytest_outbound._decide import SOCKET, Context, Rules, decide, path_matches, resolve_entry
+from pytest_outbound._hosts import peer_from_address
+from pytest_outbound._record import OutboundRequest, build_request
 
 RULES = Rules(
     Policy(
@@ -133,3 +136,35 @@ def test_literal_paths_match_only_themselves(segments: list[str]) -> None:
     path = "/" + "/".join(segments)
     assert path_matches(path, path)
     assert not path_matches(path, path + "x")
+
+
+def test_a_raw_connection_is_judged_on_its_port() -> None:
+    """A socket connection has no scheme, method or path; the documented ports still bind it."""
+    rules = Rules(Policy((Destination("db", ("db.example",), ports=(5432,)),)))
+    peer = peer_from_address("db.example", 25)
+    smtp = OutboundRequest(
+        method="CONNECT",
+        url="tcp://db.example:25",
+        scheme="",
+        host="db.example",
+        port=25,
+        path="",
+        query_text="",
+        headers={},
+        client=SOCKET,
+        peer=peer,
+    )
+    verdict = decide(smtp, Context(rules))
+    assert (verdict.allowed, verdict.reasons, verdict.closest) == (False, ("port",), "db")
+    postgres = dataclasses.replace(smtp, port=5432, peer=peer_from_address("db.example", 5432))
+    assert decide(postgres, Context(rules)).allowed
+
+
+def test_a_scheme_pattern_admits_only_its_default_port() -> None:
+    """``https://host`` admits port 443 alone: another port is a near miss on the port."""
+    rules = Rules(Policy((Destination("update", ("https://octopus.com",)),)))
+    verdict = decide(
+        build_request("GET", "https://octopus.com:8443/", client="requests"), Context(rules)
+    )
+    assert (verdict.allowed, verdict.reasons, verdict.closest) == (False, ("port",), "update")
+    assert "admits only port 443" in verdict.detail[0]

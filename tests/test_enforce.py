@@ -137,6 +137,39 @@ def test_uncaught_block_fails_at_the_call_site(policy: pytest.Pytester) -> None:
     assert "caught the OutboundBlocked" not in result.stdout.str()
 
 
+def test_a_block_raised_on_wrapped_or_grouped_was_not_swallowed(policy: pytest.Pytester) -> None:
+    """The block reaches pytest inside another exception (raised while handling it) or an
+    exception group (a task group's): the test fails on it, and is not told it caught it."""
+    policy.makeini(ini("enforce"))
+    policy.makepyfile(
+        """
+        import asyncio, requests
+        from pytest_outbound import OutboundBlocked
+
+        def test_wrapped():
+            try:
+                requests.get("https://telemetry.example/v1")
+            except OutboundBlocked:
+                raise RuntimeError("the update check failed")
+
+        async def send():
+            requests.get("https://telemetry.example/v1")
+
+        async def send_in_a_task_group():
+            async with asyncio.TaskGroup() as group:
+                group.create_task(send())
+
+        def test_grouped():
+            asyncio.run(send_in_a_task_group())
+        """
+    )
+    result = policy.runpytest()
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*RuntimeError: the update check failed*"])
+    result.stdout.fnmatch_lines(["*ExceptionGroup: unhandled errors in a TaskGroup*"])
+    assert "caught the OutboundBlocked" not in result.stdout.str()
+
+
 def test_swallowed_block_still_fails(policy: pytest.Pytester) -> None:
     policy.makeini(ini("enforce"))
     policy.makepyfile(

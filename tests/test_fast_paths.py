@@ -244,6 +244,33 @@ def test_nested(outbound):
     assert outbound.requests[-1].url == PLAIN
 """
 
+REQUESTS_REDIRECT = """
+import pytest, requests, responses
+
+WRITTEN = "https://octopus.com\\\\@evil.com/"
+
+
+@responses.activate
+@pytest.mark.outbound_only("octopus.com")
+def test_redirect_hop(outbound):
+    responses.get(
+        "https://octopus.com/%5C@evil.com/", status=302, headers={"Location": "/next"}
+    )
+    responses.get("https://octopus.com/next", body="n")
+    assert requests.get(WRITTEN).text == "n"  # audit: recorded, sent, redirected
+    assert [(r.url, r.verdict) for r in outbound.requests] == [
+        (WRITTEN, "violation"),
+        ("https://octopus.com/next", "allowed"),  # the hop: judged as sent
+    ]
+"""
+
+
+def test_a_requests_redirect_hop_is_judged_as_sent(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\noutbound_mode = audit\noutbound_sensitive_machine = false\n")
+    pytester.makepyfile(test_written_redirect=REQUESTS_REDIRECT)
+    pytester.runpytest("-q").assert_outcomes(passed=1)
+
+
 CLIENTS = """
 import httpx, pytest, requests, urllib3
 

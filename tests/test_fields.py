@@ -241,6 +241,19 @@ def test_empty_body_is_not_opaque() -> None:
     assert not fields_of(headers=[("Content-Encoding", "gzip")], body=b"").opaque
 
 
+def test_a_compressed_empty_body_is_not_opaque() -> None:
+    """A body that decodes to nothing carries no fields, whatever its Content-Type says."""
+    for headers in ([JSON], [("Content-Type", "text/plain")], []):
+        f = fields_of(headers=[*headers, ("Content-Encoding", "gzip")], body=gzip.compress(b""))
+        assert (f.values, f.opaque) == ({}, False)
+
+
+def test_the_first_content_type_header_decides_how_the_body_is_read() -> None:
+    form = ("Content-Type", "application/x-www-form-urlencoded")
+    f = fields_of(headers=[form, JSON], body=b"version=1.2&os=linux")
+    assert (f.values, f.opaque) == ({"version": ("1.2",), "os": ("linux",)}, False)
+
+
 # --- multipart -----------------------------------------------------------------------------------
 
 MULTIPART = (

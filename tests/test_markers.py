@@ -156,6 +156,33 @@ def test_outbound_expect(suite: pytest.Pytester) -> None:
     )
 
 
+def test_outbound_expect_count_is_exact(suite: pytest.Pytester) -> None:
+    """``count=1`` is a ceiling too: contacted twice fails the test."""
+    suite.makepyfile(
+        """
+        import pytest
+        from probe import probe
+
+        @pytest.mark.outbound_expect("update-check", count=1)
+        def test_twice(outbound):
+            probe()
+            probe()
+
+        @pytest.mark.outbound_expect("update-check", count=1)
+        def test_once(outbound):
+            probe()
+        """
+    )
+    result = suite.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*outbound_expect('update-check'): expected to be contacted exactly 1 time(s),"
+            " was contacted 2 time(s)*"
+        ]
+    )
+
+
 # pytest calls pytest_runtest_makereport for every subtest, in the middle of the call phase:
 # expectations and swallowed blocks are settled when the whole call phase has ended, not there.
 SUBTESTS = {

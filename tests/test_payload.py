@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from inner_output import before_summary
+from inner_output import before_summary, failed_only_for_swallowed_blocks
 
 POLICY = """
 [[destination]]
@@ -61,6 +61,36 @@ def test_exactly_version_and_installation_id_passes(suite: pytest.Pytester, send
         """
     )
     suite.runpytest().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("body", ["json", "data", "bytes"])
+def test_aiohttp_bodies_are_read_for_the_contract(suite: pytest.Pytester, body: str) -> None:
+    suite.makepyfile(
+        f"""
+        import asyncio, json, aiohttp, pytest
+        from pytest_outbound import OutboundBlocked
+
+        FIELDS = {{"version": "2024.1.3", "installationId": "{UUID}", "hostname": "build-01"}}
+        SEND = {{
+            "json": {{"json": FIELDS}},
+            "data": {{"data": FIELDS}},
+            "bytes": {{"data": json.dumps(FIELDS).encode(),
+                       "headers": {{"Content-Type": "application/json"}}}},
+        }}
+
+        async def post(**kwargs):
+            async with aiohttp.ClientSession() as session:
+                await session.post("https://octopus.com/api/check", **kwargs)
+
+        def test_post(outbound):
+            with pytest.raises(OutboundBlocked) as blocked:
+                asyncio.run(post(**SEND["{body}"]))
+            assert blocked.value.reasons == ("payload:extra:hostname",)
+        """
+    )
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)  # caught by pytest.raises, failed all the same
+    failed_only_for_swallowed_blocks(result)
 
 
 @pytest.mark.parametrize(

@@ -151,12 +151,53 @@ def test_docs_are_written_and_checked(suite: pytest.Pytester) -> None:
     )
 
 
-def test_require_coverage_fails_a_run_that_misses_a_destination(suite: pytest.Pytester) -> None:
-    result = suite.runpytest("-k", "not leak", "-o", "outbound_require_coverage=true")
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_require_coverage_fails_a_run_that_misses_a_destination(
+    suite: pytest.Pytester, workers: str
+) -> None:
+    result = suite.runpytest(
+        "-n", workers, "-k", "not leak", "-o", "outbound_require_coverage=true"
+    )
     result.assert_outcomes(passed=5)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         ["outbound_require_coverage: 1 documented destination(s) were exercised by no test: crl"]
+    )
+
+
+def test_a_missing_docs_page_fails_the_check(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-k", "not leak", "--outbound-docs-check", "OUTBOUND.md")
+    result.assert_outcomes(passed=5)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "the documentation page OUTBOUND.md is out of date"
+            " (regenerate it with --outbound-docs OUTBOUND.md):",
+            "*+*Checking for updates.*",
+        ]
+    )
+
+
+def test_a_worker_blocking_a_request_outside_any_test_fails_the_session(
+    suite: pytest.Pytester,
+) -> None:
+    suite.makeconftest(
+        """
+        import pytest, requests
+
+        @pytest.fixture(scope="session", autouse=True)
+        def phone_home():
+            try:
+                requests.get("https://metrics.example/session")
+            except Exception:
+                pass   # swallowed outside any test
+        """
+    )
+    result = suite.runpytest("-n", "2", "-k", "not leak")
+    result.assert_outcomes(passed=5)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["* request(s) outside any test were blocked (enforce): the session fails"]
     )
 
 

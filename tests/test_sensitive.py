@@ -77,6 +77,14 @@ def test_hostname_in_any_letter_case() -> None:
     assert where(scan(scanner, body=b"Build-07")) == [("hostname", "body", "raw")]
 
 
+def test_hostname_in_another_letter_case_inside_base64() -> None:
+    """A name matched in any letter case is found base64-encoded in any case it is sent in."""
+    scanner = SensitiveScanner([SensitiveValue("hostname", "Build-Agent-07")])
+    for sent in (b"build-agent-07", b"BUILD-AGENT-07", b"Build-Agent-07"):
+        body = b"id=" + base64.b64encode(b"host:" + sent)
+        assert where(scan(scanner, body=body)) == [("hostname", "body", "base64")]
+
+
 def test_hostname_inside_a_base64_encoded_json_value_in_the_body() -> None:
     inner = json.dumps({"machine": {"name": "build-07", "cores": 8}}).encode()
     body = json.dumps({"telemetry": base64.b64encode(inner).decode()}).encode()
