@@ -314,6 +314,12 @@ def _ours(function):
     return code is not None and "pytest_outbound" in code.co_filename
 
 
+def _backstop_on():
+    backstop = sys.modules.get("pytest_outbound._backstop")
+    switch = getattr(backstop, "_SWITCH", None)
+    return getattr(switch, "current", None) is not None
+
+
 def _loop(one, count, clear):
     """``count`` calls; the mock's call log emptied every CLEAR_EVERY of them (see run.py)."""
     every = CLEAR_EVERY if clear is not None else 0
@@ -363,7 +369,10 @@ def _timed(name, one, clear=None, **extra):
         "patched": {
             "requests": _ours(requests.Session.send),
             "httpx": _ours(httpx.Client._send_single_request),
-            "socket": any(
+            # the audit hook beneath every socket, switched on for the session (or, in a
+            # plugin from before it, a patched socket function)
+            "socket": _backstop_on()
+            or any(
                 _ours(getattr(owner, attr, None))
                 for owner, attr in [
                     (socket.socket, "connect"),

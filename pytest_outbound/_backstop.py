@@ -1,326 +1,261 @@
-"""The socket and DNS backstop: every connection a Python socket makes, every name lookup.
+"""The floor beneath every road: an audit hook that judges what reaches the operating system.
 
-HTTP interceptors see requests; this sees what reaches the operating system from any Python
-code: ``socket.connect``/``connect_ex`` (so asyncio's ``sock_connect`` and
-``create_connection`` too), ``sendto``/``sendmsg`` to an address, ``getaddrinfo`` and
-``gethostbyname``. It patches the methods of ``socket.socket`` (the Python class every
-socket of the standard library, ``ssl`` and asyncio is made from, so sockets created before the
-session are covered too) and the resolver functions. What is patched already (by a session
-this one runs inside, under pytester) is not patched again, and the patches call whichever
-session's backstop is current (``_SWITCH``). Tools that put back an original they saved
-(pytest-socket restores its ``connect`` after every test) are caught up with before each test,
-and pytest-socket's saved originals are made ours.
+HTTP interceptors see requests; this sees every socket operation any Python code makes, however
+it got there. CPython raises an audit event (``sys.addaudithook``, PEP 578) inside the C code of
+``_socket`` before the system call: ``socket.connect`` (``connect_ex`` too), ``socket.sendto``,
+``socket.sendmsg``, ``socket.getaddrinfo``, ``socket.gethostbyname`` (and ``_ex``),
+``socket.gethostbyaddr``, ``socket.getnameinfo`` and ``socket.__new__``. So a saved
+``socket.socket.connect``, ``_socket.socket.connect(sock, addr)``, ``super(socket.socket,
+self).connect``, a reloaded ``socket`` module or gevent's sockets all meet the same judge, and
+nothing a tool restores can unhook it. Raising from the hook aborts the call: that is the block.
 
-An audit hook (``sys.addaudithook``) would also see sockets made from the C ``_socket.socket``
-class directly, but it cannot be removed and runs for every audited event of the process
-(about 80 per trivial test: ``id()``, attribute reads, ``open``, ``compile``): at least 110 ns
-each, 1 to 2 % of a suite that makes no request, more than pytest-socket costs in all. Code
-that bypasses ``socket.socket`` is not seen (as with pytest-socket); neither is C code with its
-own sockets (libcurl, libpq) under either design.
+The hook is added once per process, when the plugin module is first imported (the ``pytest11``
+entry point loads before any conftest), and never removed (Python cannot remove one). Sessions
+switch it on and off: ``activate`` stacks a session's guard (pytester runs sessions inside
+sessions), ``deactivate`` takes it off. With no guard active, or while the plugin does its own
+work (``own_work``), an event costs one set lookup.
 
-It judges the real peer. A connection to an IP address is allowed when an IP or CIDR pattern
-admits it, or when this process resolved a name that is allowed to that address; looking up a
-name that is not documented is itself a violation (DNS can carry data out). What an HTTP
-interceptor already judged (its host, and the addresses that host resolved to) is not recorded
-again, but a proxy in between is: the HTTP layer judged the target, the backstop judges the
-proxy. In offline mode nothing but local traffic may reach a socket at all.
+It fails closed. An address is read as C reads it (exact types, the bytes C passes); one it
+cannot read, a family or socket type it cannot judge, is a violation (reason ``unjudgeable``),
+never let through. It judges the real peer: a connection to an IP address is allowed when an IP
+or CIDR pattern admits it, or when this process resolved an allowed name to that address (the
+resolvers are wrapped to remember their answers; a missed answer only makes the judge stricter).
+Looking up a name that is not documented is itself a violation (DNS can carry data out).
+
+What CPython raises the event for only after the name in an address was resolved (a name given
+straight to ``connect`` or ``sendto`` rather than an address) has been looked up by then: the
+connection is still blocked. Native code with its own sockets (pycurl, grpc, uvloop, ctypes)
+raises no event at all: see the README's "What cannot be seen".
 """
 
 from __future__ import annotations
 
 import _socket
-import contextvars
+import contextlib
+import functools
 import ipaddress
+import os
 import socket
 import sys
 import threading
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pytest_outbound._decide import DNS, SOCKET
-from pytest_outbound._guard import Guard
+from pytest_outbound._guard import OWN_WORK, Guard, process_wide
 from pytest_outbound._hosts import HostError, Peer, is_local, peer_from_address
-from pytest_outbound._interceptors import Patches
 from pytest_outbound._record import OutboundRequest
+
+#: The events judged here; every other audited event returns at the first check.
+_SOCKET_EVENTS = frozenset(
+    {
+        "socket.__new__",
+        "socket.connect",
+        "socket.sendto",
+        "socket.sendmsg",
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyaddr",
+        "socket.getnameinfo",
+    }
+)
+#: Process events: handed to the active session's ``on_process`` (child processes).
+PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.posix_spawn", "os.exec", "os.spawn", "os.system", "os.fork"}
+)
+_EVENTS = _SOCKET_EVENTS | PROCESS_EVENTS
+
+_INET = (socket.AF_INET, socket.AF_INET6)
+_UNIX = getattr(socket, "AF_UNIX", None)
+#: Socket types whose peers the connect/sendto events name; SOCK_RAW's do not (its packets
+#: carry their own headers), so a raw socket cannot be judged.
+_JUDGEABLE_TYPES = frozenset(
+    t
+    for t in (
+        getattr(socket, "SOCK_STREAM", None),
+        getattr(socket, "SOCK_DGRAM", None),
+        getattr(socket, "SOCK_SEQPACKET", None),
+    )
+    if t is not None
+)
+#: Flags Linux lets ``type`` carry besides the type itself.
+_TYPE_FLAGS = getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0)
+_family_of: Callable[[object], int] = _socket.socket.family.__get__
+_type_of: Callable[[object], int] = _socket.socket.type.__get__
 
 
 class _Switch:
-    backstop: Backstop | None = None
+    """The process's hook and the sessions switched on beneath it."""
+
+    def __init__(self) -> None:
+        self.hooked = False
+        #: Active backstops, innermost (current) last.
+        self.stack: list[Backstop] = []
+        self.current: Backstop | None = None
+        self.lock = threading.Lock()
+        self.resolver_patches: list[tuple[Any, str, Any]] = []
 
 
-_SWITCH = _Switch()
-#: The patched call in progress in this context (thread, greenlet, asyncio task): a patched
-#: function reached again beneath it for the same event (a nested session's patch over an outer
-#: one, pytest-socket's ``guarded_connect`` calling the saved ``connect``, which is ours) judges
-#: nothing a second time. A different event beneath it (a signal handler's) is judged.
-_CALL: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar(
-    "outbound_backstop_call", default=None
-)
-#: Set while a backstop judges, so that nothing the judging does is judged in turn.
-_JUDGING: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "outbound_backstop_judging", default=False
-)
+_SWITCH: _Switch = process_wide("switch", _Switch)
 
 
-def _judge(event: str, *args: Any) -> None:
-    __tracebackhide__ = True
-    backstop = _SWITCH.backstop
-    if backstop is None or _JUDGING.get():
+def install_hook() -> None:
+    """Add the audit hook to this process, once (it can never be removed)."""
+    if _SWITCH.hooked:
         return
-    token = _JUDGING.set(True)
+    _SWITCH.hooked = True
+    sys.addaudithook(_hook)
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if event not in _EVENTS:
+        return
+    backstop = _SWITCH.current
+    if backstop is None or OWN_WORK.get():
+        return
+    __tracebackhide__ = True
+    backstop.on_event(event, args)
+
+
+@contextlib.contextmanager
+def own_work() -> Iterator[None]:
+    """The plugin's own calls (its probe of this machine's name) are not judged."""
+    token = OWN_WORK.set(True)
     try:
-        backstop.on_event(event, args)
+        yield
     finally:
-        _JUDGING.reset(token)
+        OWN_WORK.reset(token)
 
 
-def _ours(value: object) -> bool:
-    return bool(getattr(value, "_outbound_backstop", False))
+# -- remembering what names resolve to ---------------------------------------------------------
 
 
-def _patch_sockets(patches: Patches) -> None:
-    """Patch what is not patched yet: ``socket.socket``'s connecting methods and the resolvers
-    call the current backstop first. Run again before every test, because tools restore the
-    originals they saved (pytest-socket puts its copy of ``connect`` back after every test)."""
-    cls = socket.socket
-    for name, wrap in _SOCKET_METHODS.items():
-        current = getattr(cls, name, None)
-        if current is not None and not _ours(current):
-            patches.patch(cls, name, _mark(wrap(current)))
-    for owner, name, wrap in _RESOLVERS:
+def _remembering(original: Callable[..., Any], answers: Callable[[Any], list[str]]) -> Any:
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        result = original(host, *args, **kwargs)
+        if _SWITCH.current is not None:
+            with contextlib.suppress(Exception):
+                _remember(host, answers(result))
+        return result
+
+    resolve.__wrapped__ = original  # type: ignore[attr-defined]
+    resolve.__name__ = getattr(original, "__name__", "resolve")
+    resolve.__doc__ = getattr(original, "__doc__", None)
+    resolve._outbound_remembers = True  # type: ignore[attr-defined]
+    return resolve
+
+
+def _patch_resolvers() -> None:
+    """Wrap the resolvers so that their answers are remembered (judging is the hook's).
+    ``socket.getaddrinfo`` calls ``_socket.getaddrinfo``; ``socket.gethostbyname`` is
+    ``_socket``'s own function, so both modules' names are wrapped."""
+    wanted = (
+        (_socket, "getaddrinfo", lambda r: [str(e[4][0]) for e in r]),
+        (_socket, "gethostbyname", lambda r: [r]),
+        (socket, "gethostbyname", lambda r: [r]),
+        (_socket, "gethostbyname_ex", lambda r: list(r[2])),
+        (socket, "gethostbyname_ex", lambda r: list(r[2])),
+    )
+    for owner, name, answers in wanted:
         current = getattr(owner, name, None)
-        if current is not None and not _ours(current):
-            patches.patch(owner, name, _mark(wrap(current)))
-    # pytest-socket saved the originals when it was imported and calls or restores them:
-    # let it hold ours instead (as requests-mock's saved ``Session.send`` is made ours).
-    # Wrapped as they are: they are the standard library's, whatever this process has patched
-    # into ``socket`` since (gevent's ``connect`` must not end up on the standard class).
-    pytest_socket = sys.modules.get("pytest_socket")
-    if pytest_socket is not None:
-        for saved, wrap in (
-            ("_true_connect", _wrap_connect),
-            ("_true_gethostbyname", _wrap_gethostbyname),
-        ):
-            original = getattr(pytest_socket, saved, None)
-            if original is not None and not _ours(original):
-                patches.patch(pytest_socket, saved, _mark(wrap(original)))
+        if current is None or getattr(current, "_outbound_remembers", False):
+            continue
+        setattr(owner, name, _remembering(current, answers))
+        _SWITCH.resolver_patches.append((owner, name, current))
 
 
-def _mark(function: Callable[..., Any]) -> Callable[..., Any]:
-    function.__dict__["_outbound_backstop"] = True
-    return function
-
-
-def _wrap_method(
-    event: str, address_of: Callable[[tuple[Any, ...]], Any]
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A socket method that hands ``event`` to the backstop before the original runs, when
-    ``address_of(args)`` finds an address in its arguments (None: nothing to judge)."""
-
-    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def method(self: socket.socket, *args: Any) -> Any:
-            __tracebackhide__ = True
-            address = address_of(args)
-            key = (event, id(self), address)
-            if address is None or _CALL.get() == key:
-                return original(self, *args)
-            token = _CALL.set(key)
-            try:
-                _judge(event, self, address)
-                return original(self, *args)
-            finally:
-                _CALL.reset(token)
-
-        return method
-
-    return wrap
-
-
-_wrap_connect = _wrap_method("socket.connect", lambda args: args[0] if args else None)
-
-
-def _wrap_resolver(
-    event: str, addresses: Callable[[Any], list[str]]
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
-            __tracebackhide__ = True
-            key = (event, host)
-            if _CALL.get() == key:
-                return original(host, *args, **kwargs)
-            token = _CALL.set(key)
-            try:
-                _judge(event, host)
-                result = original(host, *args, **kwargs)
-                _remember(host, addresses(result))
-                return result
-            finally:
-                _CALL.reset(token)
-
-        return resolve
-
-    return wrap
-
-
-#: ``connect_ex`` is judged as a connect; ``sendmsg`` does not exist on every platform.
-_SOCKET_METHODS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
-    "connect": _wrap_connect,
-    "connect_ex": _wrap_connect,
-    # sendto(data, address) or sendto(data, flags, address)
-    "sendto": _wrap_method("socket.sendto", lambda args: args[-1] if len(args) >= 2 else None),
-    # sendmsg(buffers[, ancdata[, flags[, address]]])
-    "sendmsg": _wrap_method("socket.sendmsg", lambda args: args[3] if len(args) >= 4 else None),
-}
-_wrap_gethostbyname = _wrap_resolver("socket.gethostbyname", lambda r: [r])
-# ``socket.getaddrinfo`` calls ``_socket.getaddrinfo``; wrapping the lower one survives tools
-# that swap and restore the upper one.
-_RESOLVERS: tuple[tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
-    (
-        _socket,
-        "getaddrinfo",
-        _wrap_resolver("socket.getaddrinfo", lambda r: [str(e[4][0]) for e in r]),
-    ),
-    (socket, "gethostbyname", _wrap_gethostbyname),
-    (socket, "gethostbyname_ex", _wrap_resolver("socket.gethostbyname", lambda r: list(r[2]))),
-)
+def _unpatch_resolvers() -> None:
+    while _SWITCH.resolver_patches:
+        owner, name, original = _SWITCH.resolver_patches.pop()
+        if getattr(getattr(owner, name, None), "__wrapped__", None) is original:
+            setattr(owner, name, original)
 
 
 def _remember(host: object, addresses: list[str]) -> None:
-    backstop = _SWITCH.backstop
-    if backstop is not None:
-        backstop.remember(host, addresses)
+    name = _readable_host(host)
+    if not name or _is_ip(name):
+        return
+    try:
+        canonical = peer_from_address(name).host
+    except HostError:
+        return
+    backstop = _SWITCH.current
+    if backstop is None:
+        return
+    with _SWITCH.lock:
+        for address in addresses:
+            try:
+                text = str(ipaddress.ip_address(str(address).split("%", 1)[0]))
+            except ValueError:
+                continue
+            backstop.resolved.setdefault(text, set()).add(canonical)
 
 
-class Backstop:
-    """Judges socket and DNS events for one session's guard."""
-
-    def __init__(self, guard: Guard) -> None:
-        self.guard = guard
-        #: address -> the names this process resolved to it (for the real-peer rule).
-        self.resolved: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
-        self._previous: Backstop | None = None
-        self._patches: Patches | None = None
-        #: What ``socket.socket.connect`` and ``socket.gethostbyname`` were when last patched:
-        #: either changed means a tool put its own (or the original) back.
-        self._seen: tuple[object, object] = (None, None)
-
-    def ensure(self) -> None:
-        """Before each test: patch again what a tool restored (pytest-socket does, per test)."""
-        if self._patches is not None and (
-            socket.socket.connect is not self._seen[0] or socket.gethostbyname is not self._seen[1]
-        ):
-            _patch_sockets(self._patches)
-            self._seen = (socket.socket.connect, socket.gethostbyname)
-
-    def install(self, patches: Patches) -> None:
-        _patch_sockets(patches)  # what a session this one runs inside patched stays as it is
-        self._seen = (socket.socket.connect, socket.gethostbyname)
-        self._patches = patches
-        self._previous = _SWITCH.backstop  # a session nested in another (pytester) stacks
-        _SWITCH.backstop = self
-
-    def uninstall(self) -> None:
-        if _SWITCH.backstop is self:
-            _SWITCH.backstop = self._previous
-
-    # -- events ------------------------------------------------------------------------------
-
-    def on_event(self, event: str, args: tuple[Any, ...]) -> None:
-        __tracebackhide__ = True
-        if event == "socket.getaddrinfo" or event == "socket.gethostbyname":
-            self._lookup(args[0])
-        elif event == "socket.connect":
-            self._connect(args[0], args[1], "CONNECT")
-        elif event in ("socket.sendto", "socket.sendmsg") and args[1] is not None:
-            self._connect(args[0], args[1], "SENDTO")
-
-    def _lookup(self, host: object) -> None:
-        __tracebackhide__ = True
-        name = host.decode("ascii", "replace") if isinstance(host, bytes) else host
-        if not isinstance(name, str) or not name or _is_ip(name):
-            return  # no lookup: an address, or "any" (None)
-        try:
-            peer = peer_from_address(name)
-        except HostError:
-            return  # the resolver refuses it; nothing leaves
-        if not self.guard.offline and peer.host in self.guard.judged_hosts():
-            return  # its HTTP request was judged already
-        self._judge(_record(DNS, "DNS", f"dns://{peer.host}", peer))
-
-    def _connect(self, sock: object, address: object, method: str) -> None:
-        __tracebackhide__ = True
-        family = getattr(sock, "family", None)
-        if family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, tuple):
-            return  # unix sockets and the like are local
-        host, port = address[0], address[1]
-        if isinstance(host, bytes):
-            host = host.decode("ascii", "replace")
-        if not isinstance(host, str) or not isinstance(port, int):
-            return
-        try:
-            peer = peer_from_address(host, port)
-        except HostError:
-            return
-        if is_local(peer) and not self.guard.local_enforce:
-            return
-        names = self._names_of(peer)
-        judged = self.guard.judged_hosts()
-        if not self.guard.offline and any(
-            port in judged.get(host, ()) for host in (peer.host, *names)
-        ):
-            return  # the connection of a request judged at the HTTP layer (same host and port)
-        kind = "udp" if getattr(sock, "type", None) == socket.SOCK_DGRAM else "tcp"
-        shown = f"[{peer.host}]" if ":" in peer.host else peer.host
-        record = _record(SOCKET, method, f"{kind}://{shown}:{port}", peer)
-        record.resolved_names = tuple(sorted(names))
-        self._judge(record)
-
-    def _judge(self, record: OutboundRequest) -> None:
-        __tracebackhide__ = True
-        if self.guard.offline:
-            record.offline = True
-        self.guard.observe(record)
-
-    def _names_of(self, peer: Peer) -> set[str]:
-        if peer.ip is None:
-            return {peer.host}
-        with self._lock:
-            return set(self.resolved.get(peer.host, ()))
-
-    # -- remembering what names resolve to ----------------------------------------------------
-
-    def remember(self, name: object, addresses: list[str]) -> None:
-        if isinstance(name, bytes):
-            name = name.decode("ascii", "replace")
-        if not isinstance(name, str) or _is_ip(name):
-            return
-        try:
-            canonical = peer_from_address(name).host
-        except HostError:
-            return
-        with self._lock:
-            for address in addresses:
-                try:
-                    text = str(ipaddress.ip_address(address.split("%", 1)[0]))
-                except ValueError:
-                    continue
-                self.resolved.setdefault(text, set()).add(canonical)
+# -- reading addresses as C reads them ----------------------------------------------------------
 
 
-def _record(client: str, method: str, url: str, peer: Peer) -> OutboundRequest:
-    return OutboundRequest(
-        method=method,
-        url=url,
-        scheme="",
-        host=peer.host,
-        port=peer.port,
-        path="",
-        query_text="",
-        headers={},
-        client=client,
-        peer=peer,
-    )
+class Unjudgeable(Exception):
+    """An address, family or socket type the backstop cannot judge: a violation."""
+
+
+def _exact_text(value: object) -> str:
+    """The host text C will use, from a str, bytes or bytearray (exact, subclasses read as the
+    C code reads them); raise ``Unjudgeable`` when that cannot be known."""
+    if type(value) is str:
+        text = value
+    elif isinstance(value, str):
+        # C hands a str subclass to the "idna" codec, which calls its ``encode``.
+        if type(value).encode is not str.encode:
+            raise Unjudgeable(f"a {type(value).__name__} host that encodes itself")
+        text = str.__str__(value)
+    elif isinstance(value, bytes):
+        raw = value if type(value) is bytes else bytes.__getitem__(value, slice(None))
+        return _ascii(raw)
+    elif isinstance(value, bytearray):
+        return _ascii(bytes(bytearray.__getitem__(value, slice(None))))
+    else:
+        raise Unjudgeable(f"a host of type {type(value).__name__}")
+    if text.isascii():
+        return text
+    try:
+        return text.encode("idna").decode("ascii")  # exactly what C passes on
+    except UnicodeError as exc:
+        raise Unjudgeable(f"a host the idna codec refuses ({exc})") from None
+
+
+def _ascii(raw: bytes) -> str:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise Unjudgeable(f"a host of bytes that are not ASCII ({raw[:40]!r})") from None
+
+
+def _exact_port(value: object) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, int):
+        return int.__index__(value)  # C reads an int subclass's own value
+    index = getattr(type(value), "__index__", None)
+    if not isinstance(index, types.WrapperDescriptorType | types.BuiltinFunctionType):
+        # C called it once already; a second call may answer differently
+        raise Unjudgeable(f"a port of type {type(value).__name__}")
+    port = value.__index__()  # type: ignore[attr-defined]
+    if type(port) is not int:
+        raise Unjudgeable(f"a port of type {type(value).__name__}")
+    return port
+
+
+def _item(address: tuple[Any, ...], index: int) -> Any:
+    return tuple.__getitem__(address, index)
+
+
+def _readable_host(host: object) -> str:
+    try:
+        return _exact_text(host)
+    except Unjudgeable:
+        return ""
 
 
 def _is_ip(text: str) -> bool:
@@ -329,3 +264,218 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# -- the session's side ---------------------------------------------------------------------------
+
+
+class Backstop:
+    """Judges socket and DNS events for one session's guard while it is active."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        #: address -> the canonical names resolved to it while this session was current
+        #: (the real-peer rule).
+        self.resolved: dict[str, set[str]] = {}
+        #: Told of process events (``subprocess.Popen`` ...): the children's guard.
+        self.on_process: Callable[[str, tuple[Any, ...]], None] | None = None
+
+    def activate(self) -> None:
+        """Judge this process's socket events with this guard, until ``deactivate``."""
+        install_hook()
+        with _SWITCH.lock:
+            if self in _SWITCH.stack:
+                return
+            _SWITCH.stack.append(self)
+            _SWITCH.current = self
+        _patch_resolvers()
+
+    def deactivate(self) -> None:
+        with _SWITCH.lock:
+            if self in _SWITCH.stack:
+                _SWITCH.stack.remove(self)
+            _SWITCH.current = _SWITCH.stack[-1] if _SWITCH.stack else None
+            empty = not _SWITCH.stack
+        if empty:
+            _unpatch_resolvers()
+
+    @property
+    def active(self) -> bool:
+        return _SWITCH.current is self
+
+    # -- events ------------------------------------------------------------------------------
+
+    def on_event(self, event: str, args: tuple[Any, ...]) -> None:
+        __tracebackhide__ = True
+        if event in PROCESS_EVENTS:
+            if self.on_process is not None:
+                self.on_process(event, args)
+            return
+        try:
+            if event == "socket.connect":
+                self._connect(args[0], args[1], "CONNECT")
+            elif event in ("socket.sendto", "socket.sendmsg"):
+                if args[1] is not None:
+                    self._connect(args[0], args[1], "SENDTO")
+            elif event == "socket.getaddrinfo":
+                self._lookup(args[0])
+            elif event == "socket.gethostbyname":
+                self._lookup(_item(args, 0) if args else None)
+            elif event == "socket.gethostbyaddr":
+                self._reverse(_item(args, 0) if args else None)
+            elif event == "socket.getnameinfo":
+                self._nameinfo(args[0] if args else None)
+            elif event == "socket.__new__":
+                self._new(args[1], args[2])
+        except Unjudgeable as exc:
+            self._unjudgeable(event, str(exc))
+
+    def _new(self, family: int, kind: int) -> None:
+        __tracebackhide__ = True
+        if family == -1:
+            return  # made from a file descriptor: judged where it connects
+        if family == _UNIX:
+            return
+        if family not in _INET:
+            raise Unjudgeable(f"a socket of family {_family_name(family)}")
+        if kind != -1 and (kind & ~_TYPE_FLAGS) not in _JUDGEABLE_TYPES:
+            raise Unjudgeable(f"a {_type_name(kind & ~_TYPE_FLAGS)} socket")
+
+    def _lookup(self, host: object) -> None:
+        __tracebackhide__ = True
+        if host is None:
+            return  # "any": no lookup
+        name = _exact_text(host)
+        if not name:
+            return  # the resolver answers an empty name itself
+        try:
+            peer = peer_from_address(name)
+        except HostError as exc:
+            raise Unjudgeable(f"a lookup of {name!r}: {exc}") from None
+        if peer.ip is not None or peer.host in _own_names():
+            return  # an address: nothing is asked; this machine's own name: about itself
+        self._judge(_record(DNS, "DNS", f"dns://{peer.host}", peer))
+
+    def _reverse(self, host: object) -> None:
+        """``gethostbyaddr``: a name is looked up first; an address is looked up in reverse."""
+        __tracebackhide__ = True
+        name = _exact_text(host)
+        try:
+            peer = peer_from_address(name) if name else peer_from_address("0.0.0.0")
+        except HostError as exc:
+            raise Unjudgeable(f"a lookup of {name!r}: {exc}") from None
+        if peer.ip is None:
+            if peer.host not in _own_names():
+                self._judge(_record(DNS, "DNS", f"dns://{peer.host}", peer))
+        elif not is_local(peer):
+            self._judge(_record(DNS, "PTR", f"dns://{_shown(peer.host)}", peer))
+
+    def _nameinfo(self, sockaddr: object) -> None:
+        __tracebackhide__ = True
+        if not isinstance(sockaddr, tuple) or tuple.__len__(sockaddr) < 1:
+            return  # refused by C before anything is asked
+        self._reverse(_item(sockaddr, 0))
+
+    def _connect(self, sock: object, address: object, method: str) -> None:
+        __tracebackhide__ = True
+        family = _family_of(sock)
+        kind = _type_of(sock) & ~_TYPE_FLAGS
+        guard = self.guard
+        if family == _UNIX:
+            if guard.local_enforce:
+                self._judge_unix(address, method)
+            return
+        if family not in _INET:
+            raise Unjudgeable(f"a socket of family {_family_name(family)}")
+        if kind not in _JUDGEABLE_TYPES:
+            raise Unjudgeable(f"a {_type_name(kind)} socket")
+        if not isinstance(address, tuple) or tuple.__len__(address) < 2:
+            raise Unjudgeable(f"the address {address!r}")
+        host = _exact_text(_item(address, 0))
+        port = _exact_port(_item(address, 1))
+        if host == "":
+            host = "0.0.0.0" if family == socket.AF_INET else "::"  # C: the "any" address
+        elif host == "<broadcast>" and family == socket.AF_INET:
+            host = "255.255.255.255"
+        try:
+            peer = peer_from_address(host, port)
+        except HostError as exc:
+            raise Unjudgeable(f"the address ({host!r}, {port}): {exc}") from None
+        if is_local(peer) and not guard.local_enforce:
+            return
+        names: set[str] = set()
+        if peer.ip is not None:
+            with _SWITCH.lock:
+                names = set(self.resolved.get(peer.host, ()))
+        kind_name = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        record = _record(SOCKET, method, f"{kind_name}://{_shown(peer.host)}:{port}", peer)
+        record.resolved_names = tuple(sorted(names))
+        self._judge(record, names)
+
+    def _judge_unix(self, address: object, method: str) -> None:
+        __tracebackhide__ = True
+        if isinstance(address, str | bytes | bytearray):
+            path = str.__str__(address) if isinstance(address, str) else _readable_host(address)
+        else:
+            path = os.fsdecode(os.fspath(address))  # type: ignore[call-overload]
+        shown = path.replace("\x00", "@") if path else "(unnamed)"
+        peer = Peer("", "localhost", None, None)
+        self._judge(_record(SOCKET, method, f"unix://{shown}", peer))
+
+    def _unjudgeable(self, event: str, what: str) -> None:
+        __tracebackhide__ = True
+        record = _record(SOCKET, event.partition(".")[2].upper() or "SOCKET", "socket://?", None)
+        record.host_error = f"the plugin cannot judge {what}"
+        self._judge(record)
+
+    def _judge(
+        self, record: OutboundRequest, names: set[str] | frozenset[str] = frozenset()
+    ) -> None:
+        __tracebackhide__ = True
+        guard = self.guard
+        if guard.offline:
+            record.offline = True
+        guard.observe_low(record, names)
+
+
+@functools.cache
+def _own_names() -> frozenset[str]:
+    """This machine's own name: looking it up (``socket.getfqdn()``, ``HTTPServer``) asks about
+    this machine, as reverse lookups of its loopback addresses do; neither is judged."""
+    try:
+        return frozenset({peer_from_address(socket.gethostname()).host})
+    except (HostError, OSError):
+        return frozenset()
+
+
+def _record(client: str, method: str, url: str, peer: Peer | None) -> OutboundRequest:
+    return OutboundRequest(
+        method=method,
+        url=url,
+        scheme="",
+        host=peer.host if peer is not None else "",
+        port=peer.port if peer is not None else None,
+        path="",
+        query_text="",
+        headers={},
+        client=client,
+        peer=peer,
+    )
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _family_name(family: int) -> str:
+    try:
+        return socket.AddressFamily(family).name
+    except ValueError:
+        return str(family)
+
+
+def _type_name(kind: int) -> str:
+    try:
+        return socket.SocketKind(kind).name
+    except ValueError:
+        return f"type {kind}"

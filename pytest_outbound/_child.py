@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from pytest_outbound._backstop import Backstop
 from pytest_outbound._children import ENV, record_writer
 from pytest_outbound._decide import Context, Rules, resolve_entry
 from pytest_outbound._guard import Guard, Scope
@@ -65,4 +66,5 @@ def start() -> None:
     # A library imported later that cannot be patched must not break the child's import, and
     # there is no pytest here to raise it in: say so where the child's errors go.
     install_all(guard, on_error=_say)
+    Backstop(guard).activate()
     _started = True

@@ -438,6 +438,9 @@ def _destination(request: OutboundRequest, context: Context) -> Verdict:
 def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
     """Where the request goes: documented, permitted by markers, or neither (and why)."""
     peer = request.peer
+    if peer is None and request.client in (SOCKET, DNS):
+        why = request.host_error or "the plugin cannot judge this address"
+        return Verdict(False, None, ("unjudgeable",), (f"{why}: enforcement fails closed",))
     if peer is None:
         why = request.host_error or "the URL's host cannot be determined"
         return Verdict(

@@ -1,95 +1,116 @@
-"""Egress after the session: ``atexit`` flushes and background threads at interpreter exit.
+"""Egress after the session, to the interpreter's last ``atexit`` handler (phase ``exit``).
 
-pytest has printed its summary by then and the HTTP patches are undone. When the interpreter
-shuts down, the last session of the process puts the socket/DNS backstop back in place, with
-phase ``session``: before any
-``atexit`` handler runs (``threading``'s shutdown callbacks run first), so an ``atexit`` flush
-or a late thread is seen. Each such request is reported on stderr as it happens, added to the
-JSON report, and, in ``enforce`` mode, blocked; the process then exits non-zero.
+A session that owns its process does not switch its guard off at unconfigure: the audit hook
+(``_backstop``) goes on judging every socket and lookup, in ``config.add_cleanup`` callbacks,
+late threads, ``atexit`` flushes. Each such request is reported on stderr as it happens and
+added to the JSON report; in ``enforce`` it is blocked, and the process exits non-zero.
+
+The exit status is fixed before ``atexit`` handlers run, so a block there cannot change it the
+ordinary way. The watch's own handler is registered when the plugin module is imported, before
+any conftest or test registers one: handlers run last-registered first, so it runs after all of
+those. If anything was blocked by then, it ends the process with a failing status
+(``os._exit``, after flushing). From then on (handlers registered before the plugin was
+imported), a block ends the process at once.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable
 
-from pytest_outbound._backstop import Backstop
-from pytest_outbound._guard import ENFORCE, Guard
-from pytest_outbound._interceptors import Patches
+from pytest_outbound._guard import ENFORCE, Guard, process_wide
 from pytest_outbound._record import OutboundRequest
 
 
 class _Watch:
-    """The session whose exit is watched (the last one configured in this process)."""
+    """The session whose exit is watched (the last owning session of the process)."""
 
     def __init__(self) -> None:
-        self.guard: Guard | None = None
-        self.on_end: Callable[[list[OutboundRequest]], None] | None = None
         self.registered = False
+        self.guard: Guard | None = None
+        self.status: Callable[[], int] = lambda: 0
+        self.on_end: Callable[[list[OutboundRequest]], None] | None = None
         self.records: list[OutboundRequest] = []
-        self.backstop: Backstop | None = None
-        self.patches: Patches | None = None
+        self.blocked: list[OutboundRequest] = []
+        #: Set once the watch's own handler ran: a block after it ends the process.
+        self.final = False
 
 
-_WATCH = _Watch()
+_WATCH: _Watch = process_wide("exit_watch", _Watch)
 
 
-def watch(guard: Guard, on_end: Callable[[list[OutboundRequest]], None]) -> None:
-    """Watch ``guard``'s process exit; ``on_end`` gets the records made after the session."""
-    _WATCH.guard, _WATCH.on_end = guard, on_end
-    if _WATCH.registered:
-        return
-    register = getattr(threading, "_register_atexit", None)
-    if register is None:  # not CPython 3.9+: only the documented limit applies
-        return
-    register(_begin)
-    atexit.register(_end)
-    _WATCH.registered = True
+def register() -> None:
+    """Register the last word at exit, once; called when the plugin module is imported."""
+    if not _WATCH.registered:
+        _WATCH.registered = True
+        atexit.register(_last)
 
 
-def _begin() -> None:
-    guard = _WATCH.guard
-    if guard is None:
-        return
-    guard.scope = None
-    guard.outside_phase = "session"
-    guard.active = True
-    guard.listen(on_request=_report_one, on_violation=None)
-    _WATCH.patches = Patches()
-    _WATCH.backstop = Backstop(guard)
-    _WATCH.backstop.install(_WATCH.patches)
+def watch(
+    guard: Guard,
+    status: Callable[[], int],
+    on_end: Callable[[list[OutboundRequest]], None] | None,
+) -> None:
+    """From now on, ``guard``'s requests are the exit's: said on stderr, and ``on_end`` gets
+    them at the end (to rewrite the report); ``status`` is the session's exit status."""
+    _WATCH.guard, _WATCH.status, _WATCH.on_end = guard, status, on_end
+    _WATCH.records, _WATCH.blocked, _WATCH.final = [], [], False
+    guard.listen(on_request=_seen, on_violation=None)
+    guard.on_outside_block = _blocked
 
 
-def _report_one(request: OutboundRequest) -> None:
-    _WATCH.records.append(request)
-    blocked = _WATCH.guard is not None and _WATCH.guard.mode == ENFORCE and not request.allowed
+def say_blocked(request: OutboundRequest, when: str) -> None:
+    """One line on stderr for a request blocked where the run's outcome was fixed already."""
     sys.stderr.write(
-        f"pytest-outbound: after the session, {request.method} {request.url}"
-        f" (client: {request.client}) from {request.location or 'unknown'}:"
-        f" {request.verdict}{' (' + ', '.join(request.reasons) + ')' if request.reasons else ''}"
-        f"{', blocked' if blocked else ''}\n"
+        f"pytest-outbound: {request.method} {request.url} (client: {request.client})"
+        f" from {request.location or 'unknown'} was blocked {when} [{request.phase}]:"
+        f" {', '.join(request.reasons)}; the run fails (outbound_mode = enforce)\n"
     )
 
 
-def _end() -> None:
+def _seen(request: OutboundRequest) -> None:
+    _WATCH.records.append(request)
     guard = _WATCH.guard
-    if _WATCH.backstop is not None:
-        _WATCH.backstop.uninstall()
-    if _WATCH.patches is not None:
-        _WATCH.patches.undo()
-    if guard is None or not _WATCH.records:
+    blocked = guard is not None and guard.mode == ENFORCE and not request.allowed
+    reasons = f" ({', '.join(request.reasons)})" if request.reasons else ""
+    sys.stderr.write(
+        f"pytest-outbound: after the session, {request.method} {request.url}"
+        f" (client: {request.client}) from {request.location or 'unknown'}:"
+        f" {request.verdict}{reasons}{', blocked' if blocked else ''}\n"
+    )
+
+
+def _blocked(request: OutboundRequest) -> None:
+    _WATCH.blocked.append(request)
+    if _WATCH.final:
+        _fail()
+
+
+def _last() -> None:
+    if _WATCH.guard is None:
         return
-    if _WATCH.on_end is not None:
-        _WATCH.on_end(list(_WATCH.records))
-    if guard.mode == ENFORCE and any(not r.allowed for r in _WATCH.records):
-        sys.stderr.write(
-            "pytest-outbound: requests after the session were blocked (enforce); exit status 1\n"
-        )
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    if _WATCH.records and _WATCH.on_end is not None:
+        try:
+            _WATCH.on_end(list(_WATCH.records))
+        except Exception as exc:  # the report could not be written again: say so, go on
+            sys.stderr.write(f"pytest-outbound: the report was not updated at exit: {exc}\n")
+    if _WATCH.blocked:
+        _fail()
+    _WATCH.final = True
+
+
+def _fail() -> None:
+    status = _WATCH.status() or 1
+    sys.stderr.write(
+        f"pytest-outbound: {len(_WATCH.blocked)} request(s) after the session were blocked"
+        f" (enforce); exit status {status}\n"
+    )
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)

@@ -7,14 +7,15 @@ hooks in as callables and moves the ``scope`` from test to test.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import CodeType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pytest_outbound._decide import DNS, SOCKET, Context, decide
 from pytest_outbound._errors import OutboundBlocked
@@ -23,6 +24,30 @@ from pytest_outbound._record import VIOLATION, OutboundRequest
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
+
+_T = TypeVar("_T")
+
+
+def process_wide(name: str, make: Callable[[], _T]) -> _T:
+    """The one object ``name`` of this process, made by ``make`` the first time.
+
+    Kept on the ``sys`` module, so that it outlives a re-import of this package: pytester
+    drops the modules an inner run imported, but the audit hook their first import added
+    cannot be removed, and must go on seeing the same switch."""
+    store: dict[str, Any] = sys.__dict__.setdefault("_pytest_outbound_process", {})
+    if name not in store:
+        store[name] = make()
+    return cast(_T, store[name])
+
+
+#: Set while the plugin does its own work (its probe of this machine's name): the backstop
+#: judges none of it. Never set while user code runs, even user code the plugin calls.
+OWN_WORK: contextvars.ContextVar[bool] = process_wide(
+    "own_work", lambda: contextvars.ContextVar("outbound_own_work", default=False)
+)
+#: Set while a ``pytest_outbound_request``/``_violation`` hook runs: its own egress is judged
+#: (and blocked) like any other, but does not call the hooks again.
+_IN_HOOK: contextvars.ContextVar[bool] = contextvars.ContextVar("outbound_in_hook", default=False)
 
 #: The attribute on a ``threading.Thread`` naming the test scope that started it.
 ORIGIN = "_outbound_origin"
@@ -68,7 +93,17 @@ _LIBRARY_PACKAGES = frozenset(
 class Scope:
     """One test item while it runs: what it may contact, what it did, what it stubbed."""
 
-    __slots__ = ("context", "judged", "last_sent", "nodeid", "pending", "phase", "records", "stubs")
+    __slots__ = (
+        "context",
+        "deferred",
+        "judged",
+        "last_sent",
+        "nodeid",
+        "pending",
+        "phase",
+        "records",
+        "stubs",
+    )
 
     def __init__(self, nodeid: str, context: Context, phase: str = "setup") -> None:
         self.nodeid = nodeid
@@ -78,6 +113,9 @@ class Scope:
         self.stubs: list[Stub] = []
         #: Blocked exceptions raised in the current phase, not yet seen to reach pytest.
         self.pending: list[OutboundBlocked] = []
+        #: Blocks of a phase that ended in a skip or under an xfail marker, which would hide
+        #: them: they fail the test's teardown instead.
+        self.deferred: list[str] = []
         #: When each destination was last contacted in this test (for ``min_interval``).
         self.last_sent: dict[str, float] = {}
         #: Host -> ports an HTTP interceptor judged in this test (their connections are not
@@ -114,6 +152,9 @@ class Guard:
         self.outside_phase = "collect"
         self.records: list[OutboundRequest] = []
         self.outside_blocked: list[OutboundRequest] = []
+        #: Called with each request blocked outside any test (the plugin fails the session,
+        #: and after the exit status is fixed, the exit watch makes the process fail).
+        self.on_outside_block: Callable[[OutboundRequest], object] | None = None
         self.last_sent: dict[str, float] = {}
         self.local_enforce = local_enforce
         #: The attribute, on each thread, naming the test that started it (one per guard, so a
@@ -197,7 +238,10 @@ class Guard:
             self.records.append(request)
             if scope is not None:
                 scope.records.append(request)
-            if request.client not in _SOCKET_OR_DNS:
+            # What an HTTP interceptor judged: its connection and lookup are not recorded
+            # twice (``observe_low``). In enforce only what was allowed: a blocked request
+            # exempts nothing that follows it.
+            if request.client not in _SOCKET_OR_DNS and (verdict.allowed or self.mode != ENFORCE):
                 ports = judged.get(request.host)
                 if ports is None:
                     judged[request.host] = {request.port}
@@ -210,7 +254,10 @@ class Guard:
             request.reasons = list(verdict.reasons)
         if scope is not None:
             request.nodeid = scope.nodeid
-            request.phase = "session" if late else scope.phase
+            if late:  # a test's thread, after the test: the session's, or the exit's
+                request.phase = "exit" if self.outside_phase == "exit" else "session"
+            else:
+                request.phase = scope.phase
         else:
             request.phase = self.outside_phase
         request.location = self._location(skip)
@@ -219,11 +266,11 @@ class Guard:
             request.field_values()  # from the whole body, before it is let go
         request.full_body = b""
         if self._on_request is not None:
-            self._on_request(request)
+            _call_hook(self._on_request, request)
         if verdict.allowed:
             return True
         if self._on_violation is not None:
-            self._on_violation(request)
+            _call_hook(self._on_violation, request)
         if self.mode != ENFORCE:
             return True
         from pytest_outbound._messages import blocked_message  # only for a blocked request
@@ -238,7 +285,30 @@ class Guard:
             scope.pending.append(error)
         else:
             self.outside_blocked.append(request)
+            if self.on_outside_block is not None:
+                self.on_outside_block(request)
         raise error
+
+    def observe_low(self, request: OutboundRequest, names: Iterable[str] = ()) -> None:
+        """Judge a socket or DNS record (the backstop's) with ``observe``.
+
+        One that repeats what an HTTP interceptor judged in this test (same host and port;
+        for a lookup, the same host) is not recorded again: in audit not at all, in enforce
+        only when it is allowed on its own (judged without ``min_interval``, which the HTTP
+        request counted already). Nothing is exempt from being judged in enforce.
+        """
+        __tracebackhide__ = True
+        peer = request.peer
+        if peer is not None and not request.offline:
+            scope, _ = self._attribution()
+            judged = scope.judged if scope is not None else self._judged
+            if judged and _judged_before(judged, request, (peer.host, *names)):
+                if self.mode != ENFORCE:
+                    return
+                context = scope.context if scope is not None else self.session_context
+                if decide(request, context).allowed:
+                    return
+        self.observe(request, skip=1)
 
     def current(self) -> Scope | None:
         """The test whose egress this is now (``scope``, settled first)."""
@@ -315,3 +385,26 @@ class Guard:
                 cached = filename
             self._relpaths[filename] = cached
         return cached
+
+
+def _judged_before(
+    judged: dict[str, set[int | None]], request: OutboundRequest, hosts: Iterable[str]
+) -> bool:
+    if request.client == DNS:
+        return any(host in judged for host in hosts)
+    port = request.port
+    return any(port in judged.get(host, ()) for host in hosts)
+
+
+def _call_hook(hook: Callable[[OutboundRequest], object], request: OutboundRequest) -> None:
+    """Call a ``pytest_outbound_*`` hook: user code, judged like any other (never the
+    plugin's own work); what it sends does not call the hooks again."""
+    if _IN_HOOK.get():
+        return
+    hooked = _IN_HOOK.set(True)
+    own = OWN_WORK.set(False)
+    try:
+        hook(request)
+    finally:
+        OWN_WORK.reset(own)
+        _IN_HOOK.reset(hooked)

@@ -41,6 +41,12 @@ def _fixes(request: OutboundRequest, verdict: Verdict, rules: Rules) -> list[str
             "  fix: correct the URL; an ambiguous host cannot be documented"
             " because clients disagree on where it goes"
         ]
+    if "unjudgeable" in codes:
+        return [
+            "  fix: connect with a socket of family AF_INET or AF_INET6 (stream or datagram) to"
+            " an address given as (host, port) with a str host and an int port; what the"
+            " plugin cannot read cannot be documented, so it is never allowed"
+        ]
     out: list[str] = []
     if "offline" in codes:
         entry = verdict.destination or request.host

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.nodes import Node
 
-from pytest_outbound import _hookspecs
+from pytest_outbound import _exit, _hookspecs
+from pytest_outbound._backstop import Backstop, install_hook, own_work
 from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
 from pytest_outbound._errors import OutboundBlocked, PolicyError
-from pytest_outbound._exit import watch as watch_exit
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
 from pytest_outbound._interceptors import Installation, InstallError
@@ -62,6 +62,13 @@ MARKERS = {
 }
 
 PLUGIN_KEY = pytest.StashKey["OutboundPlugin"]()
+#: The guard started before the initial conftests are imported, for ``pytest_configure``.
+EARLY_KEY = pytest.StashKey[tuple[Guard, Backstop]]()
+
+# The floor beneath every road, from the moment pytest loads this plugin (before any conftest):
+# the audit hook, switched on by each session's guard, and the exit watch's last word.
+install_hook()
+_exit.register()
 
 
 def _mode_type(value: str) -> str:
@@ -201,17 +208,61 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(_hookspecs)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    for text in MARKERS.values():
-        config.addinivalue_line("markers", text)
-    mode = config.getoption("outbound_mode") or str(config.getini("outbound_mode")).strip()
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, object, object]:
+    """Judge from before the rootdir's conftest is imported (phase ``collect``), with the
+    policy of the files and options (a conftest's own destinations come with it)."""
+    config = early_config
+    mode = _mode(config, _early_option)
+    if mode != OFF:
+        guard = _new_guard(config, mode, _load_policy(config, _early_option), _early_option)
+        backstop = Backstop(guard)
+        backstop.activate()
+        config.stash[EARLY_KEY] = (guard, backstop)
+    try:
+        return (yield)
+    except BaseException:
+        early = config.stash.get(EARLY_KEY, None)
+        if early is not None:  # the run stops here (a conftest failed to import)
+            early[1].deactivate()
+        raise
+
+
+def _early_option(config: pytest.Config, name: str) -> Any:
+    """An option before pytest parsed the command line whole (``known_args_namespace``)."""
+    return getattr(config.known_args_namespace, name, None)
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    return config.getoption(name)
+
+
+def _mode(config: pytest.Config, option: Any) -> str:
+    mode = option(config, "outbound_mode") or str(config.getini("outbound_mode")).strip()
     if mode not in MODES:
         raise pytest.UsageError(
             f"outbound_mode = {mode!r} is not a mode; choose one of: {', '.join(MODES)}"
         )
-    if mode == OFF:
-        return
-    plugin = OutboundPlugin(config, mode, _load_policy(config))
+    return str(mode)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for text in MARKERS.values():
+        config.addinivalue_line("markers", text)
+    early = config.stash.get(EARLY_KEY, None)
+    try:
+        mode = _mode(config, _option)
+        if mode == OFF:
+            if early is not None:
+                early[1].deactivate()
+            return
+        plugin = OutboundPlugin(config, mode, _load_policy(config, _option), early)
+    except BaseException:
+        if early is not None:
+            early[1].deactivate()
+        raise
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "outbound-session")
 
@@ -224,11 +275,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[PLUGIN_KEY]
 
 
-def _load_policy(config: pytest.Config) -> Policy:
+def _load_policy(config: pytest.Config, option: Any) -> Policy:
     paths: list[Path] = list(config.getini("outbound_policy"))
-    paths += [Path(p) for p in config.getoption("outbound_policy")]
+    paths += [Path(p) for p in option(config, "outbound_policy") or ()]
     allowed = [str(p).strip() for p in config.getini("outbound_allow") if str(p).strip()]
-    allowed += config.getoption("outbound_allow")
+    allowed += option(config, "outbound_allow") or []
     policy = Policy()
     try:
         for path in paths:
@@ -243,6 +294,21 @@ def _load_policy(config: pytest.Config) -> Policy:
         return policy.merge(Policy((), tuple(allowed)))
     except PolicyError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _new_guard(config: pytest.Config, mode: str, policy: Policy, option: Any) -> Guard:
+    local = str(config.getini("outbound_local")).strip()
+    if local not in ("allow", "enforce"):
+        raise pytest.UsageError(f"outbound_local = {local!r}: write allow or enforce")
+    guard = Guard(
+        mode=mode,
+        context=Context(Rules(policy)),
+        rootpath=config.rootpath,
+        local_enforce=local == "enforce",
+        body_limit=_int_ini(config, "outbound_body_limit", "65536"),
+    )
+    guard.offline = bool(option(config, "outbound_offline") or config.getini("outbound_offline"))
+    return guard
 
 
 def _display_path(config: pytest.Config, path: str | Path) -> str:
@@ -267,8 +333,9 @@ def _int_ini(config: pytest.Config, name: str, example: str) -> int:
 @functools.cache
 def _machine_values() -> tuple[SensitiveValue, ...]:
     """This machine's hostname, user, addresses...: the same for every session in a process
-    (and probed once, so a nested session's probes are not judged by an outer one)."""
-    return tuple(machine_values())
+    (probed once, as the plugin's own work: the guard does not judge its name lookups)."""
+    with own_work():
+        return tuple(machine_values())
 
 
 def _sensitive_scanner(config: pytest.Config) -> SensitiveScanner:
@@ -329,30 +396,39 @@ def outbound(request: pytest.FixtureRequest) -> Outbound:
 class OutboundPlugin:
     """One pytest session's interception: the guard, per-directory rules, phases, summary."""
 
-    def __init__(self, config: pytest.Config, mode: str, policy: Policy) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        mode: str,
+        policy: Policy,
+        early: tuple[Guard, Backstop] | None = None,
+    ) -> None:
         self.config = config
         self.mode = mode
-        local = str(config.getini("outbound_local")).strip()
-        if local not in ("allow", "enforce"):
-            raise pytest.UsageError(f"outbound_local = {local!r}: write allow or enforce")
-        self.scanner = _sensitive_scanner(config)
-        self.root_rules = Rules(policy, self.scanner)
-        self.rules_by_dir: dict[Path, Rules] = {}
-        self._rules_by_parent: dict[Node | None, Rules] = {}
-        self.guard = Guard(
-            mode=mode,
-            context=Context(self.root_rules),
-            rootpath=config.rootpath,
-            local_enforce=local == "enforce",
-            body_limit=_int_ini(config, "outbound_body_limit", "65536"),
-        )
-        self.guard.offline = bool(
-            config.getoption("outbound_offline") or config.getini("outbound_offline")
-        )
+        if early is None or early[0].mode != mode:
+            if early is not None:
+                early[1].deactivate()
+            guard = _new_guard(config, mode, policy, _option)
+            early = (guard, Backstop(guard))
+            early[1].activate()
+        self.guard, self.backstop = early
+        #: Whether this session owns its process: it then judges until the interpreter's
+        #: last ``atexit`` handler (not under ``pytest.main(plugins=...)``, as pytester runs
+        #: sessions inside a process that goes on).
+        self.owns_process = not config.invocation_params.plugins
         try:
+            self.scanner = _sensitive_scanner(config)
+            self.root_rules = Rules(policy, self.scanner)
+            self.guard.session_context = Context(self.root_rules)
             self.installation = Installation(self.guard)
         except InstallError as exc:
+            self.backstop.deactivate()
             raise pytest.UsageError(str(exc)) from None
+        except BaseException:
+            self.backstop.deactivate()
+            raise
+        self.rules_by_dir: dict[Path, Rules] = {}
+        self._rules_by_parent: dict[Node | None, Rules] = {}
         self.children: ChildGuards | None = None
         if config.getini("outbound_subprocess"):
             from pytest_outbound._children import ChildGuards
@@ -387,16 +463,38 @@ class OutboundPlugin:
         #: The test running now and its scope (set by its setup hook, cleared after teardown).
         self._item: pytest.Item | None = None
         self._scope: Scope | None = None
-        # Egress at interpreter exit: only for a session that owns its process (not a worker,
-        # not pytest.main(plugins=...) as pytester runs it, whose process goes on).
-        if not self.is_worker and not config.invocation_params.plugins:
-            watch_exit(self.guard, self._after_session)
+        #: The session, once its exit status is fixed (``pytest_sessionfinish``): a request
+        #: blocked after that still fails it.
+        self._session: pytest.Session | None = None
 
     def close(self) -> None:
+        """At unconfigure: the patches are undone. A session that owns its process goes on
+        judging (phase ``exit``) through the audit hook until the interpreter's last
+        ``atexit`` handler; any other stops."""
         self.guard.active = False
         self.installation.undo()
         if self.children is not None:
             self.children.close()
+        guard = self.guard
+        guard.scope = None
+        guard.settle = None
+        if self.owns_process:
+            guard.outside_phase = "exit"
+            _exit.watch(guard, self._exit_status, None if self.is_worker else self._after_session)
+        else:
+            self.backstop.deactivate()
+
+    def _exit_status(self) -> int:
+        session = self._session
+        return int(session.exitstatus) if session is not None else 0
+
+    def _blocked_after_the_outcome(self, request: OutboundRequest) -> None:
+        """Blocked after ``pytest_sessionfinish`` fixed the exit status (in the terminal
+        summary, at unconfigure, in a cleanup): the run fails all the same."""
+        session = self._session
+        if session is not None and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        _exit.say_blocked(request, "after the test session")
 
     def _on_request(self, request: OutboundRequest) -> None:
         self.config.hook.pytest_outbound_request(request=request)
@@ -594,7 +692,6 @@ class OutboundPlugin:
             self.installation.catch_up()
         except InstallError:
             pass  # fails the setup where it ends (``_settle``): pytest's own must run first
-        self.installation.backstop.ensure()
         return (yield from self._phase(item, scope, "setup"))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -648,6 +745,7 @@ class OutboundPlugin:
         if not (
             scope.pending
             or children
+            or scope.deferred
             or (phase == "call" and id(item) in self._expects)
             or self.installation.error is not None
         ):
@@ -658,6 +756,11 @@ class OutboundPlugin:
         # the summary says them again: a skip or an xfail report does not show them
         self._install_errors_shown.update(dict.fromkeys(errors))
         pending, scope.pending = scope.pending, []
+        if (pending or children) and phase != "teardown" and _hides_failure(item, raised):
+            # A skip or an xfail would hide the block (``except Exception: pytest.skip()``):
+            # the test's teardown fails instead, whatever the outcome.
+            scope.deferred.append(_hidden_text([*pending], children))
+            pending, children = [], []
         if raised is not None:
             for error in errors:
                 item.add_report_section(phase, "outbound", error)
@@ -667,8 +770,12 @@ class OutboundPlugin:
                 item.add_report_section(phase, "outbound", _swallowed_text(swallowed))
             if children:
                 item.add_report_section(phase, "outbound", _children_text(children))
+            for text in scope.deferred if phase == "teardown" else ():
+                item.add_report_section(phase, "outbound", text)
             return
         problems = errors
+        if phase == "teardown":
+            problems.extend(scope.deferred)
         if pending:
             problems.append(_swallowed_text(pending))
         if children:
@@ -733,6 +840,8 @@ class OutboundPlugin:
         self._collect_children(None)
         if self.children is not None:
             self.children.update(None, "session")
+        self._session = session
+        self.guard.on_outside_block = self._blocked_after_the_outcome
         if self.is_worker:  # the controller reports; a worker hands its data over
             from pytest_outbound._report import destination_json, request_json
 
@@ -959,6 +1068,27 @@ def _children_text(records: list[OutboundRequest]) -> str:
             f" {', '.join(r.reasons)}"
         )
     return "\n".join(lines)
+
+
+def _hides_failure(item: pytest.Item, raised: BaseException | None) -> bool:
+    """Whether the phase's outcome would hide a failure: a skip, an imperative xfail, or any
+    outcome under an ``xfail`` marker (strict or not)."""
+    if isinstance(raised, pytest.skip.Exception | pytest.xfail.Exception):
+        return True
+    return item.get_closest_marker("xfail") is not None
+
+
+def _hidden_text(errors: list[OutboundBlocked], children: list[OutboundRequest]) -> str:
+    count = len(errors) + len(children)
+    head = (
+        f"{count} outbound request(s) were blocked in this test, which then ended as skipped"
+        " or under xfail; that outcome does not hide them: the test errors at teardown"
+        " (outbound_mode = enforce):"
+    )
+    parts = [head, *(e.message for e in errors)]
+    if children:
+        parts.append(_children_text(children))
+    return "\n\n".join(parts)
 
 
 def _swallowed_text(errors: list[OutboundBlocked]) -> str:

@@ -166,38 +166,6 @@ def _refuse(what: str, address: object) -> None:
     raise OSError(errno.ENETUNREACH, f"the test suite sends nothing out: {address!r}")
 
 
-def _guard_getaddrinfo(original: Callable[..., Any]) -> Callable[..., Any]:
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        # getaddrinfo(host, port, family=0, type=0, proto=0, flags=0)
-        family = kwargs.get("family", args[1] if len(args) > 1 else 0)
-        if asks_a_nameserver(host, family=family):
-            _refuse_lookup(f"socket.getaddrinfo({host!r})", host)
-        return original(host, *args, **kwargs)
-
-    return getaddrinfo
-
-
-def _guard_lookup(
-    original: Callable[..., Any], name: str, *, family: int = 0, reverse: bool = False
-) -> Callable[..., Any]:
-    def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if asks_a_nameserver(host, family=family, reverse=reverse):
-            _refuse_lookup(f"{name}({host!r})", host)
-        return original(host, *args, **kwargs)
-
-    return lookup
-
-
-def _guard_getnameinfo(original: Callable[..., Any]) -> Callable[..., Any]:
-    def getnameinfo(address: Any, flags: int, *args: Any) -> Any:
-        host = address[0] if isinstance(address, tuple) and address else None
-        if not flags & socket.NI_NUMERICHOST and asks_a_nameserver(host, reverse=True):
-            _refuse_lookup(f"socket.getnameinfo({address!r})", address)
-        return original(address, flags, *args)
-
-    return getnameinfo
-
-
 def _datagram(sock: socket.socket) -> bool:
     return sock.type == socket.SOCK_DGRAM
 
@@ -212,18 +180,17 @@ def _datagram_peer(sock: socket.socket) -> object:
         return None
 
 
+def _resolves_first(address: object, family: int) -> bool:
+    """Whether C would look the host of ``address`` up before raising its audit event (a name
+    the hosts file lacks): that lookup is refused here, before it is sent."""
+    host = address[0] if isinstance(address, tuple) and address else None
+    return _numeric(_name(host) or "") is None and asks_a_nameserver(host, family=family)
+
+
 def _guard_connect(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     def connect(self: socket.socket, address: Any) -> Any:
-        host = address[0] if isinstance(address, tuple) and address else None
-        if _datagram(self):
-            refused = asks_a_nameserver(host, family=self.family)  # it sends nothing else
-        else:
-            refused = remote(address, self.family)
-        if refused:
-            _note(f"socket.{name}({address!r})")
-            if name == "connect_ex":
-                return errno.ENETUNREACH
-            raise OSError(errno.ENETUNREACH, f"the test suite connects nowhere: {address!r}")
+        if _resolves_first(address, self.family):
+            _refuse_lookup(f"socket.{name}({address!r})", address)
         return original(self, address)
 
     return connect
@@ -231,9 +198,8 @@ def _guard_connect(original: Callable[..., Any], name: str) -> Callable[..., Any
 
 def _guard_bind(original: Callable[..., Any]) -> Callable[..., Any]:
     def bind(self: socket.socket, address: Any) -> Any:
-        host = address[0] if isinstance(address, tuple) and address else None
-        if asks_a_nameserver(host, family=self.family):  # a name: bind resolves it
-            _refuse_lookup(f"socket.bind({address!r})", host)
+        if _resolves_first(address, self.family):  # a name: bind resolves it
+            _refuse_lookup(f"socket.bind({address!r})", address)
         return original(self, address)
 
     return bind
@@ -242,8 +208,8 @@ def _guard_bind(original: Callable[..., Any]) -> Callable[..., Any]:
 def _guard_sendto(original: Callable[..., Any]) -> Callable[..., Any]:
     def sendto(self: socket.socket, *args: Any) -> Any:
         address = args[-1]  # sendto(data[, flags], address)
-        if remote(address, self.family):
-            _refuse(f"socket.sendto(..., {address!r})", address)
+        if _resolves_first(address, self.family):
+            _refuse_lookup(f"socket.sendto(..., {address!r})", address)
         return original(self, *args)
 
     return sendto
@@ -251,10 +217,13 @@ def _guard_sendto(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _guard_sendmsg(original: Callable[..., Any]) -> Callable[..., Any]:
     def sendmsg(self: socket.socket, *args: Any) -> Any:
-        # sendmsg(buffers[, ancdata[, flags[, address]]])
-        address = args[3] if len(args) > 3 else _datagram_peer(self)
-        if remote(address, self.family):
-            _refuse(f"socket.sendmsg(..., {address!r})", address)
+        # sendmsg(buffers[, ancdata[, flags[, address]]]); without one, a connected datagram
+        # socket's peer, which raises no audit event
+        if len(args) > 3:
+            if _resolves_first(args[3], self.family):
+                _refuse_lookup(f"socket.sendmsg(..., {args[3]!r})", args[3])
+        elif remote(_datagram_peer(self), self.family):
+            _refuse(f"socket.sendmsg(...) to {_datagram_peer(self)!r}", _datagram_peer(self))
         return original(self, *args)
 
     return sendmsg
@@ -279,23 +248,10 @@ _Wrap: TypeAlias = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def _targets() -> list[tuple[Any, str, _Wrap]]:
-    """(owner, attribute, how to guard it) for each function ``install`` patches."""
-    lookup = _guard_lookup
+    """(owner, attribute, how to guard it) for each function ``install`` patches: what C
+    does before it raises its audit event (a name in an address is resolved first), and
+    datagram sends on a connected socket, which raise none. The rest is ``_audit``'s."""
     targets: list[tuple[Any, str, _Wrap]] = [
-        # socket.getaddrinfo calls _socket's, where the plugin's backstop patches it too
-        (_socket, "getaddrinfo", _guard_getaddrinfo),
-        (
-            socket,
-            "gethostbyname",
-            lambda f: lookup(f, "socket.gethostbyname", family=socket.AF_INET),
-        ),
-        (
-            socket,
-            "gethostbyname_ex",
-            lambda f: lookup(f, "socket.gethostbyname_ex", family=socket.AF_INET),
-        ),
-        (socket, "gethostbyaddr", lambda f: lookup(f, "socket.gethostbyaddr", reverse=True)),
-        (socket, "getnameinfo", _guard_getnameinfo),
         (socket.socket, "connect", lambda f: _guard_connect(f, "connect")),
         (socket.socket, "connect_ex", lambda f: _guard_connect(f, "connect_ex")),
         (socket.socket, "bind", _guard_bind),
@@ -304,31 +260,78 @@ def _targets() -> list[tuple[Any, str, _Wrap]]:
         (socket.socket, "send", lambda f: _guard_datagram_send(f, "send")),
         (socket.socket, "sendall", lambda f: _guard_datagram_send(f, "sendall")),
     ]
-    # pytest-socket saved the originals when it was imported, and puts them back before every
-    # test: let it hold guarded ones.
+    # pytest-socket saved the original connect when it was imported, and puts it back before
+    # every test: let it hold a guarded one.
     pytest_socket = sys.modules.get("pytest_socket")
     if pytest_socket is not None:
         targets.append((pytest_socket, "_true_connect", lambda f: _guard_connect(f, "connect")))
-        targets.append(
-            (
-                pytest_socket,
-                "_true_gethostbyname",
-                lambda f: lookup(f, "socket.gethostbyname", family=socket.AF_INET),
-            )
-        )
     return targets
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """The C-level floor (an audit hook, added after the plugin's, so that the plugin judges
+    first): lookups that would ask a nameserver, connections and datagrams to other machines,
+    however the code reached the C socket."""
+    if event not in _AUDITED:
+        return
+    if event == "socket.getaddrinfo":
+        if asks_a_nameserver(args[0], family=args[2]):
+            _refuse_lookup(f"socket.getaddrinfo({args[0]!r})", args[0])
+    elif event == "socket.gethostbyname":
+        if asks_a_nameserver(args[0], family=socket.AF_INET):
+            _refuse_lookup(f"socket.gethostbyname({args[0]!r})", args[0])
+    elif event == "socket.gethostbyaddr":
+        if asks_a_nameserver(args[0], reverse=True):
+            _refuse_lookup(f"socket.gethostbyaddr({args[0]!r})", args[0])
+    elif event == "socket.getnameinfo":
+        address = args[0]
+        host = address[0] if isinstance(address, tuple) and address else None
+        if asks_a_nameserver(host, reverse=True):
+            _refuse_lookup(f"socket.getnameinfo({address!r})", address)
+    elif event == "socket.connect":
+        sock, address = args
+        family = _socket.socket.family.__get__(sock)
+        if _socket.socket.type.__get__(sock) & socket.SOCK_DGRAM == socket.SOCK_DGRAM:
+            host = address[0] if isinstance(address, tuple) and address else None
+            refused = asks_a_nameserver(host, family=family)  # it sends nothing else
+        else:
+            refused = remote(address, family)
+        if refused:
+            _note(f"socket.connect({address!r})")
+            raise OSError(errno.ENETUNREACH, f"the test suite connects nowhere: {address!r}")
+    elif args[1] is not None and remote(args[1], _socket.socket.family.__get__(args[0])):
+        _refuse(f"{event}(..., {args[1]!r})", args[1])
+
+
+_AUDITED = frozenset(
+    {
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyaddr",
+        "socket.getnameinfo",
+        "socket.connect",
+        "socket.sendto",
+        "socket.sendmsg",
+    }
+)
+_HOOKED: list[bool] = []
 
 
 def install() -> None:
     """Patch this process's socket functions (see the module's docstring), where they are not
     patched already. Called again before every test: tools put back the originals they saved
-    (pytest-socket does, before every test). The plugin's backstop wraps with
-    ``functools.update_wrapper``, which copies the mark: a guard beneath its patch is not
-    wrapped again on top of it."""
+    (pytest-socket does, before every test). The first time, add the audit hook, after the
+    plugin's own (which its module adds when first imported)."""
     for owner, name, guard in _targets():
         current = getattr(owner, name, None)
         if current is not None and not getattr(current, "_no_network", False):
             setattr(owner, name, _ours(guard(current)))
+    if not _HOOKED:
+        from pytest_outbound import _backstop
+
+        _backstop.install_hook()
+        sys.addaudithook(_audit)
+        _HOOKED.append(True)
 
 
 def _fail_for(attempts: list[str], when: str) -> None:

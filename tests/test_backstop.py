@@ -487,7 +487,7 @@ def test_offline_blocks_documented_requests_that_reach_a_socket(
     )
 
 
-def test_egress_at_interpreter_exit_is_reported_with_phase_session(
+def test_egress_at_interpreter_exit_is_reported_with_phase_exit(
     suite: pytest.Pytester,
 ) -> None:
     suite.makeini(ini("enforce"))
@@ -511,16 +511,17 @@ def test_egress_at_interpreter_exit_is_reported_with_phase_session(
     result.stderr.fnmatch_lines(
         [
             "pytest-outbound: after the session, DNS dns://telemetry.invalid (client: dns)"
-            " from test_egress_at_interpreter_exit_is_reported_with_phase_session.py:5:"
+            " from test_egress_at_interpreter_exit_is_reported_with_phase_exit.py:5:"
             " violation (dns), blocked",
-            "pytest-outbound: requests after the session were blocked (enforce); exit status 1",
+            "pytest-outbound: 1 request(s) after the session were blocked (enforce);"
+            " exit status 1",
         ]
     )
     result.stdout.fnmatch_lines(["flush failed: OutboundBlocked"])
     import json
 
     [record] = json.loads((suite.path / "r.json").read_text())["requests"]
-    assert (record["client"], record["phase"], record["nodeid"]) == ("dns", "session", "")
+    assert (record["client"], record["phase"], record["nodeid"]) == ("dns", "exit", "")
 
 
 def test_a_session_inside_a_session_records_each_socket_event_once(
@@ -565,98 +566,3 @@ def test_a_session_inside_a_session_records_each_socket_event_once(
         '''
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
-
-
-def test_a_platform_without_sendmsg_patches_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``socket.sendmsg`` is Unix-only: elsewhere the backstop must install without it."""
-    import socket
-
-    from pytest_outbound._backstop import _patch_sockets
-    from pytest_outbound._interceptors import Patches
-
-    class NoSendmsg:
-        def connect(self, address: object) -> None: ...
-        def connect_ex(self, address: object) -> int: ...
-        def sendto(self, *args: object) -> int: ...
-
-    monkeypatch.setattr(socket, "socket", NoSendmsg)
-    patches = Patches()
-    try:
-        _patch_sockets(patches)
-        assert all(
-            getattr(vars(NoSendmsg)[name], "_outbound_backstop", False)
-            for name in ("connect", "connect_ex", "sendto")
-        )
-        assert not hasattr(NoSendmsg, "sendmsg")
-    finally:
-        patches.undo()
-    assert not hasattr(vars(NoSendmsg)["connect"], "_outbound_backstop")
-
-
-class _Recorder:
-    """A stand-in backstop: the events the patched functions hand it."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, object]] = []
-
-    def on_event(self, event: str, args: tuple[object, ...]) -> None:
-        self.events.append((event, args[-1]))
-
-
-def _patched_connect(monkeypatch: pytest.MonkeyPatch, original: object) -> tuple[object, _Recorder]:
-    from pytest_outbound import _backstop
-
-    recorder = _Recorder()
-    monkeypatch.setattr(_backstop._SWITCH, "backstop", recorder)
-    return _backstop._wrap_connect(original), recorder  # type: ignore[arg-type]
-
-
-def test_a_connect_beneath_the_same_connect_is_judged_once_a_different_one_too(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The same event reached again beneath a patched call (a wrapper over a wrapper) is not
-    judged twice; a different event beneath it (a signal handler's connect) is judged."""
-    calls: list[object] = []
-
-    def inner_original(sock: object, address: object) -> None:
-        calls.append(address)
-
-    inner, recorder = _patched_connect(monkeypatch, inner_original)
-
-    def outer_original(sock: object, address: object) -> None:
-        inner(sock, address)  # the same connect, through another wrapper
-        if address == ("127.0.0.1", 1):
-            inner(sock, ("127.0.0.1", 2))  # something else, meanwhile
-
-    outer = _patched_connect(monkeypatch, outer_original)[0]
-    monkeypatch.setattr("pytest_outbound._backstop._SWITCH.backstop", recorder)
-    sock = object()
-    outer(sock, ("127.0.0.1", 1))  # type: ignore[operator]
-    assert recorder.events == [
-        ("socket.connect", ("127.0.0.1", 1)),
-        ("socket.connect", ("127.0.0.1", 2)),
-    ]
-    assert calls == [("127.0.0.1", 1), ("127.0.0.1", 2)]
-
-
-def test_a_greenlet_waiting_inside_a_connect_does_not_switch_judging_off(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """gevent runs greenlets in one thread: one of them waiting inside connect() (the call
-    switches away, as gevent's does) must not stop another greenlet's connects being judged."""
-    import greenlet
-
-    main = greenlet.getcurrent()
-
-    def waits(sock: object, address: object) -> None:
-        main.switch()  # suspended inside the patched call, as gevent's connect would be
-
-    connect, recorder = _patched_connect(monkeypatch, waits)
-    waiting = greenlet.greenlet(lambda: connect(object(), ("10.0.0.1", 443)))  # type: ignore[operator]
-    waiting.switch()  # now suspended inside connect
-    connect(object(), ("10.0.0.2", 443))  # type: ignore[operator]
-    waiting.switch()  # let the first one finish
-    assert recorder.events == [
-        ("socket.connect", ("10.0.0.1", 443)),
-        ("socket.connect", ("10.0.0.2", 443)),
-    ]

@@ -132,11 +132,8 @@ class Installation:
         adapters: Sequence[tuple[tuple[str, ...], str]] = ADAPTERS,
         on_error: Callable[[InstallError], None] | None = None,
     ) -> None:
-        from pytest_outbound._backstop import Backstop
-
         self.guard = guard
         self.patches = Patches()
-        self.backstop = Backstop(guard)
         self.adapters = tuple(adapters)
         #: Not None while an installer's failure is to be reported (``take_errors``): one not
         #: taken yet, or one whose modules are still the ones imported.
@@ -156,7 +153,6 @@ class Installation:
         self._closed = False
         try:
             _remember_thread_origins(guard, self.patches)
-            self.backstop.install(self.patches)
             _WATCH.add(self)
             self.catch_up()
         except BaseException:
@@ -292,7 +288,6 @@ class Installation:
         with self._lock:
             self._closed = True
         _WATCH.discard(self)
-        self.backstop.uninstall()
         self.patches.undo()
 
 
