@@ -8,12 +8,19 @@ machine:
 
 - a lookup that would query a nameserver: a name the hosts file does not hold for the address
   family asked for, or the reverse lookup of an address it does not hold. This includes what
-  ``connect`` and ``bind`` resolve themselves, given a name;
+  ``connect``, ``bind``, ``sendto`` and ``sendmsg`` resolve themselves, given a name;
 - a connection to an address that is not this machine's;
 - a datagram to such an address: ``sendto``/``sendmsg`` with one, or ``send``/``sendall``/
   ``sendmsg`` on a datagram socket connected to one. A datagram socket's ``connect`` to an
   address sends nothing (it sets the peer, and so picks the source address, as the plugin's
   machine probe does), and is let through.
+
+Most of it is an audit hook (``sys.addaudithook``), so a C-level road (``_socket.socket``
+used directly, a saved method) is refused too. It is added after the plugin's own hook (whose
+module it imports first): the plugin judges, and blocks, before this guard refuses. What the C
+code does before it raises its audit event (resolving a name given in an address) and what
+raises none (a datagram ``send`` on a connected socket) is refused by patches of
+``socket.socket``'s methods.
 
 The refusal is the error the real call gives offline (``gaierror``, ``ENETUNREACH``). The
 fixture ``_no_real_network`` (autouse, used by the conftest, or by an inner run with
@@ -22,10 +29,8 @@ ended it was (collection, a wider fixture's setup, another test's thread).
 ``pytest_sessionfinish`` fails the run for an attempt no test took (a session fixture's
 teardown); under pytest-xdist the controller stops the run with it.
 
-The plugin's backstop, in an inner session, patches on top of these functions, so what it
-blocks never reaches them. This machine's own name, exactly, is let through: the plugin's
-machine probe looks it up, on purpose, in the tests marked ``machine_probe``. Subprocess runs
-are not covered.
+This machine's own name, exactly, is let through: the plugin's machine probe looks it up, on
+purpose, in the tests marked ``machine_probe``. Subprocess runs are not covered.
 """
 
 from __future__ import annotations

@@ -566,3 +566,88 @@ def test_a_session_inside_a_session_records_each_socket_event_once(
         '''
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+# -- reading addresses as C reads them (the pure part of the audit hook) -------------------------
+
+
+class _Lying(str):
+    """A str whose Python-visible text differs from what C reads through the idna codec."""
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
+        return b"documented.example"
+
+
+class _ShowsAnother(str):
+    def __str__(self) -> str:
+        return "documented.example"
+
+    def lower(self) -> str:  # type: ignore[override]
+        return "documented.example"
+
+
+class _Index:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+class _IntSaysAnother(int):
+    def __index__(self) -> int:
+        return 443
+
+    def __int__(self) -> int:
+        return 443
+
+
+def test_hosts_are_read_as_c_reads_them() -> None:
+    from pytest_outbound._backstop import Unjudgeable, _exact_text
+
+    assert _exact_text("evil.example") == "evil.example"
+    assert _exact_text(b"evil.example") == "evil.example"
+    assert _exact_text(bytearray(b"evil.example")) == "evil.example"
+    assert _exact_text(_ShowsAnother("evil.example")) == "evil.example"  # its own data, as C
+    # IDNA2003 (what the C code runs through) drops a zero-width joiner: judge what is asked
+    assert _exact_text("a\u200db.example") == "ab.example"
+    assert _exact_text("b\u00fccher.example") == "xn--bcher-kva.example"
+    for unreadable in (_Lying("evil.example"), b"\xff.example", 12, None):
+        with pytest.raises(Unjudgeable):
+            _exact_text(unreadable)
+
+
+def test_ports_are_read_as_c_reads_them() -> None:
+    from pytest_outbound._backstop import Unjudgeable, _exact_port
+
+    assert _exact_port(80) == 80
+    assert _exact_port(_IntSaysAnother(80)) == 80  # C reads an int subclass's own value
+    assert _exact_port(True) == 1
+    with pytest.raises(Unjudgeable):  # a second __index__ call may answer otherwise
+        _exact_port(_Index(80))
+    with pytest.raises(Unjudgeable):
+        _exact_port("80")
+
+
+def test_reading_hosts_never_lets_an_unreadable_one_through() -> None:
+    """Whatever ``_exact_text`` accepts is the text C hands to the resolver; anything else is
+    ``Unjudgeable`` (a violation), never a quiet pass."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from pytest_outbound._backstop import Unjudgeable, _exact_text
+
+    @given(st.one_of(st.text(max_size=40), st.binary(max_size=40)))
+    def check(host: str | bytes) -> None:
+        try:
+            text = _exact_text(host)
+        except Unjudgeable:
+            return
+        if isinstance(host, bytes):
+            assert text.encode("ascii") == host
+        elif host.isascii():
+            assert text == host
+        else:
+            assert text.encode("ascii") == host.encode("idna")
+
+    check()
