@@ -513,8 +513,7 @@ def test_egress_at_interpreter_exit_is_reported_with_phase_exit(
             "pytest-outbound: after the session, DNS dns://telemetry.invalid (client: dns)"
             " from test_egress_at_interpreter_exit_is_reported_with_phase_exit.py:5:"
             " violation (dns), blocked",
-            "pytest-outbound: 1 request(s) after the session were blocked (enforce);"
-            " exit status 1",
+            "pytest-outbound: 1 request(s) after the session were blocked (enforce); exit status 1",
         ]
     )
     result.stdout.fnmatch_lines(["flush failed: OutboundBlocked"])

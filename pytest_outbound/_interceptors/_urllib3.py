@@ -1,9 +1,15 @@
-"""urllib3 used directly: judged in ``HTTPConnectionPool.urlopen``, once per hop.
+"""urllib3 used directly: judged in ``HTTPConnectionPool.urlopen``, once per hop, and in
+``urllib3.connection.HTTPConnection.request`` when a connection is used without a pool.
 
 ``PoolManager`` follows cross-host redirects by calling a pool's ``urlopen`` again, so each hop
 is judged here. Inside one ``urlopen`` urllib3 recurses for its own retries (same URL: not
 another request) and same-host redirects (another URL: another hop, judged). Calls made by
-requests, which judged the request already, stand aside.
+requests, which judged the request already, stand aside, and so does the connection's
+``request`` beneath a pool. A connection's ``request`` is judged with the method, URL, headers
+and body it was given, before it sends anything (urllib3 sends the body after the headers,
+where http.client's ``endheaders`` could not see it); the ``putrequest``/``putheader``/
+``endheaders`` it makes beneath stand aside. A urllib3 connection used the low-level way
+(``putrequest``... ``endheaders``) is judged by the http.client adapter, as ``urllib3``.
 """
 
 from __future__ import annotations
@@ -24,10 +30,14 @@ from pytest_outbound._interceptors import (
 
 
 def install(guard: Guard, patches: Patches) -> None:
+    from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool
     from urllib3.poolmanager import PoolManager
 
+    from pytest_outbound._interceptors._stdlib import connection_url
+
     original = HTTPConnectionPool.urlopen
+    original_connection_request = HTTPConnection.request
     original_manager = PoolManager.urlopen
 
     def manager_urlopen(self: PoolManager, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
@@ -67,8 +77,36 @@ def install(guard: Guard, patches: Patches) -> None:
         with judged_above(("urllib3", self, url)):
             return original(self, method, url, body, headers, *args, **kwargs)
 
+    def connection_request(
+        self: HTTPConnection,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """A connection used without a pool (beneath one, the pool judged the request)."""
+        __tracebackhide__ = True
+        if not guard.active or JUDGED_ABOVE.get() is not None:
+            return original_connection_request(self, method, url, body, headers, *args, **kwargs)
+        body, _ = judge(
+            guard,
+            method,
+            connection_url(self, url, https=isinstance(self, HTTPSConnection)),
+            headers=dict(headers or {}),
+            body=body,
+            client="urllib3",
+        )
+        token = JUDGED_ABOVE.set(self)  # its putrequest/putheader/endheaders: judged here
+        try:
+            return original_connection_request(self, method, url, body, headers, *args, **kwargs)
+        finally:
+            JUDGED_ABOVE.reset(token)
+
     patches.patch(HTTPConnectionPool, "urlopen", urlopen)
     patches.patch(PoolManager, "urlopen", manager_urlopen)
+    patches.patch(HTTPConnection, "request", connection_request)
 
 
 def _another_hop(above: object, pool: object, url: str) -> bool:
