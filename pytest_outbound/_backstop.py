@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pytest_outbound._decide import DNS, SOCKET
+from pytest_outbound._errors import OutboundBlocked
 from pytest_outbound._guard import OWN_WORK, Guard, process_wide
 from pytest_outbound._hosts import HostError, Peer, is_local, peer_from_address
 from pytest_outbound._record import OutboundRequest
@@ -329,6 +330,10 @@ class Backstop:
                 self._new(args[1], args[2])
         except Unjudgeable as exc:
             self._unjudgeable(event, str(exc))
+        except OutboundBlocked:
+            raise
+        except Exception as exc:  # a failure of the judge: fail closed, never a stray error
+            self._unjudgeable(event, f"this {event} event ({type(exc).__name__}: {exc})")
 
     def _new(self, family: int, kind: int) -> None:
         __tracebackhide__ = True

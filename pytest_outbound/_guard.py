@@ -80,6 +80,8 @@ _LIBRARY_PACKAGES = frozenset(
         "vcr",
         "_pytest",
         "pytest",
+        "pytest_socket",
+        "gevent",
         "pluggy",
         "time_machine",
         "freezegun",

@@ -466,6 +466,8 @@ class OutboundPlugin:
         #: The session, once its exit status is fixed (``pytest_sessionfinish``): a request
         #: blocked after that still fails it.
         self._session: pytest.Session | None = None
+        #: How many of the guard's records the report written last holds.
+        self._reported = 0
 
     def close(self) -> None:
         """At unconfigure: the patches are undone. A session that owns its process goes on
@@ -478,9 +480,12 @@ class OutboundPlugin:
         guard = self.guard
         guard.scope = None
         guard.settle = None
+        if not self.is_worker:
+            self._after_session()
         if self.owns_process:
             guard.outside_phase = "exit"
-            _exit.watch(guard, self._exit_status, None if self.is_worker else self._after_session)
+            on_end = None if self.is_worker else self._after_session
+            _exit.watch(guard, self._exit_status, on_end)
         else:
             self.backstop.deactivate()
 
@@ -863,16 +868,19 @@ class OutboundPlugin:
             from pytest_outbound._report import write_report
 
             write_report(report_path, self._build_report())
+            self._reported = len(self.guard.records)
         if self.problems and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def _after_session(self, records: list[OutboundRequest]) -> None:
-        """Requests made at interpreter exit: put them in the report too."""
+    def _after_session(self, records: object = None) -> None:
+        """Requests made after the report was written (the terminal summary, unconfigure,
+        interpreter exit): write it again with them."""
         report_path = self._report_path()
-        if report_path and self.finished:
+        if report_path and self.finished and len(self.guard.records) > self._reported:
             from pytest_outbound._report import write_report
 
             write_report(report_path, self._build_report())
+            self._reported = len(self.guard.records)
 
     def _build_report(self) -> dict[str, Any]:
         """The JSON report; built only when asked for (it costs about 1 KB per request)."""
