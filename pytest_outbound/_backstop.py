@@ -44,7 +44,7 @@ from typing import Any
 
 from pytest_outbound._decide import DNS, SOCKET
 from pytest_outbound._errors import OutboundBlocked
-from pytest_outbound._guard import OWN_WORK, Guard, process_wide
+from pytest_outbound._guard import OWN_WORK, Guard, first_user_frame, process_wide
 from pytest_outbound._hosts import HostError, Peer, is_local, peer_from_address
 from pytest_outbound._record import OutboundRequest
 
@@ -94,6 +94,8 @@ class _Switch:
         #: Active backstops, innermost (current) last.
         self.stack: list[Backstop] = []
         self.current: Backstop | None = None
+        #: Keeps egress from pytest's registering the plugin until a session's guard exists.
+        self.waiting: Waiting | None = None
         self.lock = threading.Lock()
         self.resolver_patches: list[tuple[Any, str, Any]] = []
 
@@ -112,7 +114,7 @@ def install_hook() -> None:
 def _hook(event: str, args: tuple[Any, ...]) -> None:
     if event not in _EVENTS:
         return
-    backstop = _SWITCH.current
+    backstop = _SWITCH.current or _SWITCH.waiting
     if backstop is None or OWN_WORK.get():
         return
     __tracebackhide__ = True
@@ -451,6 +453,57 @@ def _own_names() -> frozenset[str]:
         return frozenset({peer_from_address(socket.gethostname()).host})
     except (HostError, OSError):
         return frozenset()
+
+
+class _NothingKnownYet:
+    """The guard a ``Waiting`` backstop reads: keep everything (local traffic too), the
+    session's guard decides."""
+
+    local_enforce = True
+    offline = False
+
+
+class Waiting(Backstop):
+    """From the moment pytest registers the plugin (while it goes on importing the other
+    plugins, ``PYTEST_PLUGINS``, ``-p`` options) until the session's guard exists, no policy
+    is known: what the registering thread sends is kept (up to ``LIMIT``), with its call
+    site, and judged by that guard when it takes over (``hand_over``), phase ``collect``.
+    It left already: in ``enforce`` it fails the run, it cannot be blocked."""
+
+    LIMIT = 100
+
+    def __init__(self) -> None:
+        super().__init__(_NothingKnownYet())  # type: ignore[arg-type]
+        self.thread = threading.get_ident()
+        self.kept: list[tuple[OutboundRequest, set[str]]] = []
+
+    @classmethod
+    def start(cls) -> None:
+        install_hook()
+        _SWITCH.waiting = cls()
+
+    @staticmethod
+    def hand_over(backstop: Backstop | None) -> None:
+        """The session's ``backstop`` judges what was kept (None: nobody, the plugin is
+        off); the waiting ends."""
+        waiting, _SWITCH.waiting = _SWITCH.waiting, None
+        if waiting is None or backstop is None:
+            return
+        for record, names in waiting.kept:
+            record.location = backstop.guard.relative(record.location)
+            with contextlib.suppress(OutboundBlocked):  # gone already: fails the session
+                backstop.guard.observe_low(record, names)
+
+    def on_event(self, event: str, args: tuple[Any, ...]) -> None:
+        if threading.get_ident() == self.thread and event not in PROCESS_EVENTS:
+            super().on_event(event, args)
+
+    def _judge(
+        self, record: OutboundRequest, names: set[str] | frozenset[str] = frozenset()
+    ) -> None:
+        if len(self.kept) < self.LIMIT:
+            record.location = first_user_frame(sys._getframe(1))
+            self.kept.append((record, set(names)))
 
 
 def _record(client: str, method: str, url: str, peer: Peer | None) -> OutboundRequest:

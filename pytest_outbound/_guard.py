@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import CodeType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pytest_outbound._decide import DNS, SOCKET, Context, decide
@@ -262,7 +262,7 @@ class Guard:
                 request.phase = scope.phase
         else:
             request.phase = self.outside_phase
-        request.location = self._location(skip)
+        request.location = request.location or self._location(skip)
         request.thread = thread_name
         if request.body_size > len(request.body):
             request.field_values()  # from the whole body, before it is let go
@@ -376,6 +376,11 @@ class Guard:
             return location
         return ""
 
+    def relative(self, location: str) -> str:
+        """An absolute ``path:line`` as ``_location`` gives it (relative to the root)."""
+        path, sep, line = location.rpartition(":")
+        return f"{self._relpath(path)}:{line}" if sep and path else location
+
     def _relpath(self, filename: str) -> str:
         cached = self._relpaths.get(filename)
         if cached is None:
@@ -410,3 +415,13 @@ def _call_hook(hook: Callable[[OutboundRequest], object], request: OutboundReque
     finally:
         OWN_WORK.reset(own)
         _IN_HOOK.reset(hooked)
+
+
+def first_user_frame(frame: FrameType | None) -> str:
+    """``path:line`` of the first frame, from ``frame`` outwards, that is not library code
+    (absolute: before a session there is no root directory to shorten it by)."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").partition(".")[0] not in _LIBRARY_PACKAGES:
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return ""

@@ -20,7 +20,7 @@ import pytest
 from _pytest.nodes import Node
 
 from pytest_outbound import _exit, _hookspecs
-from pytest_outbound._backstop import Backstop, install_hook, own_work
+from pytest_outbound._backstop import Backstop, Waiting, install_hook, own_work
 from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
 from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
@@ -88,6 +88,8 @@ def _pattern_type(value: str) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    # pytest registers the plugin now and goes on importing others: keep what they send
+    Waiting.start()
     group = parser.getgroup("outbound", "outbound requests (pytest-outbound)")
     group.addoption(
         "--outbound-mode",
@@ -220,6 +222,7 @@ def pytest_load_initial_conftests(
         guard = _new_guard(config, mode, _load_policy(config, _early_option), _early_option)
         backstop = Backstop(guard)
         backstop.activate()
+        Waiting.hand_over(backstop)
         config.stash[EARLY_KEY] = (guard, backstop)
     try:
         return (yield)
@@ -257,6 +260,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if mode == OFF:
             if early is not None:
                 early[1].deactivate()
+            Waiting.hand_over(None)
             return
         plugin = OutboundPlugin(config, mode, _load_policy(config, _option), early)
     except BaseException:
@@ -411,6 +415,7 @@ class OutboundPlugin:
             guard = _new_guard(config, mode, policy, _option)
             early = (guard, Backstop(guard))
             early[1].activate()
+            Waiting.hand_over(early[1])
         self.guard, self.backstop = early
         #: Whether this session owns its process: it then judges until the interpreter's
         #: last ``atexit`` handler (not under ``pytest.main(plugins=...)``, as pytester runs

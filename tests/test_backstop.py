@@ -650,3 +650,43 @@ def test_reading_hosts_never_lets_an_unreadable_one_through() -> None:
             assert text.encode("ascii") == host.encode("idna")
 
     check()
+
+
+def test_egress_while_pytest_imports_other_plugins_fails_the_run(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between pytest registering this plugin and the first conftest, no policy is known
+    yet: what another plugin sends as it is imported (``PYTEST_PLUGINS``, loaded after the
+    installed ones) is kept, judged when the guard starts (phase ``collect``), and fails the
+    run in enforce. It has left by then: it cannot be blocked."""
+    suite.makeini(ini("enforce", "outbound_local = enforce"))
+    suite.makepyfile(
+        leaky_plugin="""
+        import os, socket
+        try:
+            socket.create_connection(("127.0.0.1", int(os.environ["LEAKY_PORT"]))).close()
+        except OSError:
+            pass
+        """,
+        test_fine="def test_fine():\n    pass\n",
+    )
+    import socket
+
+    with socket.socket() as closed:  # bound, not listening: the attempt is refused at once
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("LEAKY_PORT", str(closed.getsockname()[1]))
+        monkeypatch.setenv("PYTEST_PLUGINS", "leaky_plugin")
+        monkeypatch.setenv("PYTHONPATH", str(suite.path))
+        result = suite.runpytest_subprocess("--outbound-report", "r.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "  <collect> at leaky_plugin.py:3: CONNECT tcp://127.0.0.1:* ?socket? undocumented",
+            "1 request(s) outside any test were blocked (enforce): the session fails",
+        ]
+    )
+    import json
+
+    [record] = json.loads((suite.path / "r.json").read_text())["requests"]
+    assert (record["phase"], record["verdict"]) == ("collect", "violation")
