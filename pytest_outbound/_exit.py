@@ -35,6 +35,9 @@ class _Watch:
         self.status: Callable[[], int] = lambda: 0
         self.on_end: Callable[[list[OutboundRequest]], None] | None = None
         self.records: list[OutboundRequest] = []
+        #: A pytest-xdist worker's: the file its controller reads once the workers are gone
+        #: (a worker's own exit status is nobody's).
+        self.tell: str | None = None
         self.blocked: list[OutboundRequest] = []
         #: Set once the watch's own handler ran: a block after it ends the process.
         self.final = False
@@ -54,10 +57,13 @@ def watch(
     guard: Guard,
     status: Callable[[], int],
     on_end: Callable[[list[OutboundRequest]], None] | None,
+    tell: str | None = None,
 ) -> None:
     """From now on, ``guard``'s requests are the exit's: said on stderr, and ``on_end`` gets
-    them at the end (to rewrite the report); ``status`` is the session's exit status."""
-    _WATCH.guard, _WATCH.status, _WATCH.on_end = guard, status, on_end
+    them at the end (to rewrite the report); ``status`` is the session's exit status.
+    ``tell``: a file to append what was blocked to (a pytest-xdist worker's controller reads
+    it)."""
+    _WATCH.guard, _WATCH.status, _WATCH.on_end, _WATCH.tell = guard, status, on_end, tell
     _WATCH.records, _WATCH.blocked, _WATCH.final = [], [], False
     guard.listen(on_request=_seen, on_violation=None)
     guard.on_outside_block = _blocked
@@ -105,10 +111,19 @@ def _last() -> None:
 
 def _fail() -> None:
     status = _WATCH.status() or 1
-    sys.stderr.write(
+    message = (
         f"pytest-outbound: {len(_WATCH.blocked)} request(s) after the session were blocked"
-        f" (enforce); exit status {status}\n"
+        f" (enforce); exit status {status}"
     )
+    sys.stderr.write(message + "\n")
+    if _WATCH.tell:
+        with contextlib.suppress(OSError), open(_WATCH.tell, "a", encoding="utf-8") as out:
+            for request in _WATCH.blocked:
+                out.write(
+                    f"{request.method} {request.url} (client: {request.client}) from"
+                    f" {request.location or 'unknown'} [{request.phase}]:"
+                    f" {', '.join(request.reasons)}\n"
+                )
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

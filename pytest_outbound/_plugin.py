@@ -8,9 +8,12 @@ the interceptors in ``pytest_configure`` and undoes them exactly in ``pytest_unc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
+import sys
+import tempfile
 import threading
 from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
@@ -473,6 +476,8 @@ class OutboundPlugin:
         self._session: pytest.Session | None = None
         #: How many of the guard's records the report written last holds.
         self._reported = 0
+        #: pytest-xdist controller: where workers tell what they blocked at exit.
+        self._late_file: str | None = None
 
     def close(self) -> None:
         """At unconfigure: the patches are undone. A session that owns its process goes on
@@ -489,10 +494,42 @@ class OutboundPlugin:
             self._after_session()
         if self.owns_process:
             guard.outside_phase = "exit"
-            on_end = None if self.is_worker else self._after_session
-            _exit.watch(guard, self._exit_status, on_end)
+            if self.is_worker:
+                tell = self.config.workerinput.get("outbound_late")  # type: ignore[attr-defined]
+                _exit.watch(guard, self._exit_status, None, tell)
+            else:
+                _exit.watch(guard, self._exit_status, self._after_session)
         else:
             self.backstop.deactivate()
+        self._workers_blocked_late()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist controller: a worker blocks what its tests' ``atexit`` handlers send
+        after it reported; it tells this file, read once the workers are gone."""
+        if self._late_file is None:
+            handle, self._late_file = tempfile.mkstemp(prefix="pytest-outbound-late-")
+            os.close(handle)
+        node.workerinput["outbound_late"] = self._late_file
+
+    def _workers_blocked_late(self) -> None:
+        """Requests workers blocked after they reported (their exit): the run fails too."""
+        path, self._late_file = self._late_file, None
+        if path is None:
+            return
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        for line in lines:
+            sys.stderr.write(
+                f"pytest-outbound: {line}; blocked in a pytest-xdist worker after it reported;"
+                " the run fails (outbound_mode = enforce)\n"
+            )
+        session = self._session
+        if lines and session is not None and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _exit_status(self) -> int:
         session = self._session

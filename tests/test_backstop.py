@@ -523,6 +523,39 @@ def test_egress_at_interpreter_exit_is_reported_with_phase_exit(
     assert (record["client"], record["phase"], record["nodeid"]) == ("dns", "exit", "")
 
 
+def test_egress_at_exit_of_an_xdist_worker_fails_the_run(suite: pytest.Pytester) -> None:
+    """A test's ``atexit`` flush runs in the pytest-xdist worker after the worker reported to
+    the controller: the worker blocks it and tells the controller, whose run fails."""
+    suite.makeini(ini("enforce"))
+    suite.makepyfile(
+        """
+        import atexit, socket
+
+        def flush():
+            try:
+                socket.getaddrinfo("telemetry.invalid", 443)
+            except Exception as error:
+                print("flush failed:", type(error).__name__)
+
+        def test_registers_a_flush():
+            atexit.register(flush)
+
+        def test_other():
+            pass
+        """
+    )
+    result = suite.runpytest_subprocess("-n", "2")
+    result.assert_outcomes(passed=2)
+    assert result.ret == 1
+    result.stderr.fnmatch_lines(
+        [
+            "pytest-outbound: DNS dns://telemetry.invalid (client: dns) from"
+            " test_egress_at_exit_of_an_xdist_worker_fails_the_run.py:5 ?exit?: dns;"
+            " blocked in a pytest-xdist worker after it reported; the run fails*"
+        ]
+    )
+
+
 def test_a_session_inside_a_session_records_each_socket_event_once(
     pytester: pytest.Pytester,
 ) -> None:
