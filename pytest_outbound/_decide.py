@@ -32,6 +32,8 @@ from pytest_outbound._value import Value
 #: The ``client`` of records made by the socket and DNS backstop.
 SOCKET = "socket"
 DNS = "dns"
+#: The ``client`` of a record of a Python child process that cannot be guarded (``_children``).
+CHILD = "child"
 
 
 class Verdict(Value):
@@ -268,7 +270,7 @@ def _content_key(request: OutboundRequest) -> tuple[object, ...] | None:
     their peer comes from an address, not from the URL (and only they are ever offline or
     carry resolved names)."""
     client = request.client
-    if client in (SOCKET, DNS) or request.offline or request.resolved_names:
+    if client in (SOCKET, DNS, CHILD) or request.offline or request.resolved_names:
         return None
     url = request.url
     body = request.full_body
@@ -310,7 +312,7 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
                 )
     split, split_detail = len(verdict.reasons) + len(reasons), len(verdict.detail) + len(detail)
     scanner = context.rules.scanner
-    if scanner is not None:
+    if scanner is not None and request.client != CHILD:  # a command line is not sent anywhere
         for hit in scanner.scan(
             url=request.url, headers=request.headers.items(), body=request.full_body
         ):
@@ -441,6 +443,14 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
     if peer is None and request.client in (SOCKET, DNS):
         why = request.host_error or "the plugin cannot judge this address"
         return Verdict(False, None, ("unjudgeable",), (f"{why}: enforcement fails closed",))
+    if peer is None and request.client == CHILD:
+        why = request.host_error or "it cannot be guarded"
+        command = request.url.removeprefix("child:")
+        text = (
+            f"a Python child process the plugin cannot guard ({command}): {why}; what it"
+            " sends would not be judged, so enforcement fails closed"
+        )
+        return Verdict(False, None, ("unguarded-child",), (text,))
     if peer is None:
         why = request.host_error or "the URL's host cannot be determined"
         return Verdict(

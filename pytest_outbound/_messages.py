@@ -47,6 +47,13 @@ def _fixes(request: OutboundRequest, verdict: Verdict, rules: Rules) -> list[str
             " an address given as (host, port) with a str host and an int port; what the"
             " plugin cannot read cannot be documented, so it is never allowed"
         ]
+    if "unguarded-child" in codes:
+        return [
+            "  fix: let the child inherit what guards it (no -I, -E or -S; the environment the"
+            " test run set, with PYTEST_OUTBOUND_CHILD and the bootstrap first on PYTHONPATH;"
+            " outbound_subprocess on), or name the program in the ini option"
+            " outbound_child_allow to let it run unguarded"
+        ]
     out: list[str] = []
     if "offline" in codes:
         entry = verdict.destination or request.host

@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,16 +38,16 @@ from pytest_outbound._sensitive import (
     SensitiveValue,
     machine_values,
 )
-from pytest_outbound._summary import destination_uses, summary_lines
+from pytest_outbound._summary import destination_uses, summary_lines, unwatched_lines
 
 if TYPE_CHECKING:
-    from pytest_outbound._children import ChildGuards
+    from pytest_outbound._children import ChildGuards, ChildWatch
     from pytest_outbound._fixture import Outbound
 
 # Imported where they are used, not here: most runs never need them, and each module a plugin
 # imports is loaded through pytest's assertion-rewriting import hook, whose cached-bytecode read
-# costs several times a plain import's (_report and _children: a report file, xdist, child
-# processes; _fixture: the ``outbound`` fixture; _messages: a blocked request).
+# costs several times a plain import's (_report: a report file, xdist; _children: enforce, or
+# a child process in audit; _fixture: the ``outbound`` fixture; _messages: a blocked request).
 
 MARKERS = {
     "outbound_allow": (
@@ -156,10 +157,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "outbound_subprocess",
-        "guard Python child processes started by tests too (subprocess, multiprocessing),"
-        " reporting their requests against the test.",
+        "guard Python child processes too (subprocess, multiprocessing, os.exec/spawn/system),"
+        " reporting their requests against the test. Default: on in enforce, off in audit;"
+        " off in enforce, a Python child is a violation unless outbound_child_allow names it.",
         type="bool",
-        default=False,
+        default=None,
+    )
+    parser.addini(
+        "outbound_child_allow",
+        "programs allowed to run as child processes the plugin cannot guard (python -I, an"
+        " environment without the bootstrap), one per line: a file name or fnmatch pattern"
+        " (python2*) matched against the program's name, or a full path.",
+        type="linelist",
     )
     parser.addini(
         "outbound_require_coverage",
@@ -438,12 +447,25 @@ class OutboundPlugin:
         self.rules_by_dir: dict[Path, Rules] = {}
         self._rules_by_parent: dict[Node | None, Rules] = {}
         self.children: ChildGuards | None = None
-        if config.getini("outbound_subprocess"):
+        child_allow = [str(line) for line in config.getini("outbound_child_allow")]
+        guard_children = config.getini("outbound_subprocess")  # unset: on in enforce
+        if guard_children if isinstance(guard_children, bool) else mode == ENFORCE:
             from pytest_outbound._children import ChildGuards
 
-            self.children = ChildGuards(self.guard, config.rootpath)
+            self.children = ChildGuards(self.guard, config.rootpath, allow=child_allow)
         #: Filled on the controller from pytest-xdist workers (``pytest_testnodedown``).
         self.is_worker = hasattr(config, "workerinput")
+        self.worker_unwatched: Counter[str] = Counter()
+        self._child_allow = child_allow
+        self.child_watch: ChildWatch | None = None
+        if self.children is not None or mode == ENFORCE:
+            self._watch_children()
+        else:  # audit, children unguarded: the watch comes with the first child (start-up)
+            self.backstop.on_process = self._first_child
+        if self.is_worker:  # the controller's child guard gives way to this session's own
+            child = sys.modules.get("pytest_outbound._child")
+            if child is not None:
+                child.stop_for_worker()
         #: The process this session runs in (a forked child inherits the plugin).
         self._pid = os.getpid()
         self.worker_records: list[OutboundRequest] = []
@@ -485,8 +507,14 @@ class OutboundPlugin:
         ``atexit`` handler; any other stops."""
         self.guard.active = False
         self.installation.undo()
-        if self.children is not None:
-            self.children.close()
+        children = self.children
+        if children is not None:  # what children recorded since the session's end
+            if self.owns_process:  # the spool stays until the interpreter exits
+                self._take_children(children.collect())
+                children.update(None, "exit")
+                children.on_exit = self._children_at_exit
+            else:  # the bootstrap stays for a child still starting; the spool is read last
+                self._take_children(children.finish(keep_bootstrap=True))
         guard = self.guard
         guard.scope = None
         guard.settle = None
@@ -501,6 +529,8 @@ class OutboundPlugin:
                 _exit.watch(guard, self._exit_status, self._after_session)
         else:
             self.backstop.deactivate()
+            if self.child_watch is not None:
+                self.child_watch.close()
         self._workers_blocked_late()
 
     @pytest.hookimpl(optionalhook=True)
@@ -837,18 +867,69 @@ class OutboundPlugin:
 
     def _collect_children(self, scope: Scope | None) -> list[OutboundRequest]:
         """Take in what child processes recorded; return this test's violations to fail it."""
-        if self.children is None:
-            return []
+        records = self.children.collect() if self.children is not None else None
+        return self._take_children(records, scope) if records else []
+
+    def _take_children(
+        self, records: list[OutboundRequest], scope: Scope | None = None
+    ) -> list[OutboundRequest]:
         blocked: list[OutboundRequest] = []
         enforcing = self.guard.mode == ENFORCE
-        for record in self.children.collect():
+        for record in records:
             mine = scope is not None and record.nodeid == scope.nodeid
             self.guard.records.append(record)
             if mine and scope is not None:
                 scope.records.append(record)
             if record.verdict == "violation" and enforcing:
                 (blocked if mine else self.guard.outside_blocked).append(record)
+                on_block = self.guard.on_outside_block
+                if not mine and self._session is not None and on_block is not None:
+                    # after the exit status was fixed: it fails all the same
+                    if on_block != self._blocked_after_the_outcome:
+                        _exit.say_blocked(record, "in a child process after the test session")
+                    on_block(record)
         return blocked
+
+    def _children_at_exit(self, records: list[OutboundRequest]) -> None:
+        """The children's last records, read as the interpreter exits (before the exit
+        watch's last word, which fails the exit for any that was blocked)."""
+        self._take_children(records)
+        if records and not self.is_worker:
+            self._after_session()
+
+    def _watch_children(self) -> ChildWatch:
+        """Every child process is judged as it starts (``_children``)."""
+        from pytest_outbound._children import ChildWatch
+
+        children = self.children
+        watch = self.child_watch = ChildWatch(
+            self.guard,
+            self.backstop,
+            bootstrap=children.bootstrap if children is not None else None,
+            allow=self._child_allow,
+            before_launch=children.before_launch if children is not None else None,
+            spawns_workers=lambda: self.config.pluginmanager.has_plugin("dsession"),
+        )
+        self.backstop.on_process = watch.on_event
+        return watch
+
+    def _first_child(self, event: str, args: tuple[Any, ...]) -> None:
+        __tracebackhide__ = True
+        watch = self.child_watch
+        if watch is None:
+            watch = self._watch_children()
+        watch.on_event(event, args)
+
+    def unwatched(self) -> Counter[str]:
+        """Child processes that ran unwatched, per program (this process's, its children's,
+        the workers')."""
+        counts: Counter[str] = Counter()
+        if self.child_watch is not None:
+            counts.update(self.child_watch.unwatched)
+        if self.children is not None:
+            counts.update(self.children.unwatched)
+        counts.update(self.worker_unwatched)
+        return counts
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -884,6 +965,7 @@ class OutboundPlugin:
             self.worker_destinations.setdefault(raw["name"], destination_from_json(raw))
         self.worker_outside_blocked += int(data["outside_blocked"])
         self.worker_install_errors.extend(str(e) for e in data.get("install_errors", ()))
+        self.worker_unwatched.update(data.get("unwatched", {}))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -900,6 +982,7 @@ class OutboundPlugin:
                 "destinations": [destination_json(d) for d in self.destinations()],
                 "outside_blocked": len(self.guard.outside_blocked),
                 "install_errors": self._install_errors(),
+                "unwatched": dict(self.unwatched()),
             }
             return
         destinations, records = self.destinations(), self.records()
@@ -934,6 +1017,7 @@ class OutboundPlugin:
             records=self.records(),
             workers=self.workers or None,
             outside_blocked=self.outside_blocked(),
+            unwatched=self.unwatched(),
         )
 
     def _report_path(self) -> str | None:
@@ -1012,6 +1096,8 @@ class OutboundPlugin:
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "outbound")
         for line in summary_lines(self.mode, self.destinations(), self.records(), verbose=verbose):
+            write(line)
+        for line in unwatched_lines(self.unwatched()):
             write(line)
         for worker, state in sorted(self.workers.items()):
             if state != "ok":
@@ -1116,9 +1202,10 @@ def _exception_chain(exc: BaseException) -> Iterable[BaseException]:
 def _children_text(records: list[OutboundRequest]) -> str:
     lines = [f"{len(records)} outbound request(s) from child processes were blocked:"]
     for r in records:
+        why = f" ({r.host_error})" if r.host_error else ""
         lines.append(
             f"  {r.method} {r.url} (client: {r.client}) from {r.location or 'a child process'}:"
-            f" {', '.join(r.reasons)}"
+            f" {', '.join(r.reasons)}{why}"
         )
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pytest_outbound._errors import OutboundError, PolicyError
 from pytest_outbound._policy import Destination, Payload
 from pytest_outbound._record import VIOLATION, Fields, OutboundRequest
-from pytest_outbound._summary import destination_uses, summary_lines
+from pytest_outbound._summary import CHILD, destination_uses, summary_lines, unwatched_lines
 
 SCHEMA_VERSION = 1
 REDACTED = "<redacted>"
@@ -57,15 +57,18 @@ def build_report(
     records: Sequence[OutboundRequest],
     workers: Mapping[str, str] | None = None,
     outside_blocked: int = 0,
+    unwatched: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The report as plain JSON data; the same input always gives the same JSON text.
 
     Destinations keep policy order and requests keep recorded order; everything else whose
-    order carries no meaning (tests, undocumented hosts, workers) is sorted.
+    order carries no meaning (tests, undocumented hosts, workers) is sorted. ``unwatched``:
+    child processes that ran unwatched, per program (the key is left out when there were
+    none).
     """
     uses = destination_uses(destinations, records)
-    undocumented = sorted({r.host for r in records if r.destination is None})
-    return {
+    undocumented = sorted({r.host for r in records if r.destination is None and r.client != CHILD})
+    report = {
         "schema_version": SCHEMA_VERSION,
         "mode": mode,
         "destinations": [
@@ -84,6 +87,9 @@ def build_report(
         },
         "workers": {wid: (workers or {})[wid] for wid in sorted(workers or {})},
     }
+    if unwatched:
+        report["unwatched_children"] = {name: unwatched[name] for name in sorted(unwatched)}
+    return report
 
 
 def destination_json(dest: Destination) -> dict[str, Any]:
@@ -397,6 +403,7 @@ def summary_text(report: Mapping[str, Any], *, verbose: bool = False) -> list[st
         lines.append(
             f"{blocked} request(s) outside any test were blocked (enforce): the session fails"
         )
+    lines.extend(unwatched_lines(report.get("unwatched_children", {})))
     crashed = {w: s for w, s in report.get("workers", {}).items() if s != "ok"}
     if crashed:
         lines.append("workers:")
@@ -445,7 +452,9 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             for r in violations
         ]
         out += _capped(rows)
-    undocumented = Counter(r["host"] for r in requests if r["destination"] is None)
+    undocumented = Counter(
+        r["host"] for r in requests if r["destination"] is None and r["client"] != CHILD
+    )
     if undocumented:
         out += ["", "### Undocumented hosts", ""]
         out += [

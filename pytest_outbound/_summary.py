@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from pytest_outbound._policy import Destination
 from pytest_outbound._record import OutboundRequest
 from pytest_outbound._value import Value
+
+#: The ``client`` of a child process's record (``_decide.CHILD``): it has no host.
+CHILD = "child"
 
 
 class DestinationUse(Value):
@@ -65,7 +68,7 @@ def summary_lines(
             reason = ", ".join(r.reasons)
             loc = f" at {r.location}" if r.location else ""
             lines.append(f"  {where}{loc}: {r.method} {r.url} [{r.client}] {reason}")
-    undocumented = Counter(r.host for r in records if r.destination is None)
+    undocumented = Counter(r.host for r in records if r.destination is None and r.client != CHILD)
     if undocumented:
         lines.append("undocumented hosts:")
         lines.extend(f"  {host} ({n} request(s))" for host, n in sorted(undocumented.items()))
@@ -75,6 +78,17 @@ def summary_lines(
         lines.extend(
             f"  {u.destination.name} ({', '.join(u.destination.hosts)})" for u in unexercised
         )
+    return lines
+
+
+def unwatched_lines(counts: Mapping[str, int]) -> list[str]:
+    """Child processes that ran without a guard: one line per program, with how many times.
+    What they send cannot be judged from Python; they are not violations (a Python child
+    that could not be guarded is one, unless ``outbound_child_allow`` names it)."""
+    if not counts:
+        return []
+    lines = ["child processes the plugin cannot watch (what they send is not judged):"]
+    lines.extend(f"  {name}: {n} run(s)" for name, n in sorted(counts.items()))
     return lines
 
 

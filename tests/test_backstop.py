@@ -521,6 +521,9 @@ def test_egress_at_interpreter_exit_is_reported_with_phase_exit(
 
     [record] = json.loads((suite.path / "r.json").read_text())["requests"]
     assert (record["client"], record["phase"], record["nodeid"]) == ("dns", "exit", "")
+    from pytest_outbound._report import load_report
+
+    load_report(suite.path / "r.json")  # valid against the shipped schema, phase exit too
 
 
 def test_egress_at_exit_of_an_xdist_worker_fails_the_run(suite: pytest.Pytester) -> None:

@@ -1117,12 +1117,15 @@ def pytest_unconfigure(config):
 @pytest.mark.parametrize(
     ("args", "needed"),
     [
-        ((), set()),
-        (("--outbound-report", "r.json"), {"pytest_outbound._report"}),
+        # enforce watches child processes, and guards Python ones (outbound_subprocess)
+        ((), {"pytest_outbound._children"}),
         (
-            ("-o", "outbound_subprocess=true"),
-            {"pytest_outbound._children", "pytest_outbound._report"},
+            ("--outbound-report", "r.json"),
+            {"pytest_outbound._report", "pytest_outbound._children"},
         ),
+        (("-o", "outbound_subprocess=true"), {"pytest_outbound._children"}),
+        # audit, children unguarded: no child, no child-process module
+        (("-o", "outbound_mode=audit"), set()),
     ],
 )
 def test_start_up_loads_only_the_modules_the_run_needs(
