@@ -233,6 +233,8 @@ def pytest_load_initial_conftests(
     if mode != OFF:
         guard = _new_guard(config, mode, _load_policy(config, _early_option), _early_option)
         backstop = Backstop(guard)
+        early_children = _EarlyChildren(config, guard, backstop)
+        backstop.on_process = early_children
         backstop.activate()
         Waiting.hand_over(backstop)
         config.stash[EARLY_KEY] = (guard, backstop)
@@ -242,7 +244,58 @@ def pytest_load_initial_conftests(
         early = config.stash.get(EARLY_KEY, None)
         if early is not None:  # the run stops here (a conftest failed to import)
             early[1].deactivate()
+            early_children.stop()
         raise
+
+
+def _guards_children(config: pytest.Config, mode: str) -> bool:
+    """``outbound_subprocess``; unset: on in enforce."""
+    value = config.getini("outbound_subprocess")
+    return value if isinstance(value, bool) else mode == ENFORCE
+
+
+class _EarlyChildren:
+    """Children started while the initial conftests are imported: no bootstrap exists yet,
+    so a Python child cannot be guarded (a violation in enforce, unless allowed), and any
+    other is counted unwatched. The watch is made with the first child."""
+
+    def __init__(self, config: pytest.Config, guard: Guard, backstop: Backstop) -> None:
+        self.config, self.guard, self.backstop = config, guard, backstop
+        self.watch: ChildWatch | None = None
+        #: The bootstrap, made with the first child: the session takes it over.
+        self.children: ChildGuards | None = None
+
+    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
+        __tracebackhide__ = True
+        if self.watch is None:
+            from pytest_outbound._children import ChildGuards, ChildWatch
+
+            config = self.config
+            allow = [str(line) for line in config.getini("outbound_child_allow")]
+            if _guards_children(config, self.guard.mode):
+                self.children = ChildGuards(self.guard, config.rootpath, allow=allow)
+            children = self.children
+            self.watch = ChildWatch(
+                self.guard,
+                self.backstop,
+                bootstrap=children.bootstrap if children is not None else None,
+                allow=allow,
+                before_launch=children.before_launch if children is not None else None,
+            )
+        self.watch.on_event(event, args)
+
+    def close(self) -> Counter[str]:
+        """The watch is over (the session's own takes over): what ran unwatched."""
+        if self.watch is None:
+            return Counter()
+        self.watch.close()
+        return self.watch.unwatched
+
+    def stop(self) -> None:
+        """The run ends before its session: the bootstrap goes too."""
+        self.close()
+        if self.children is not None:
+            self.children.finish()
 
 
 def _early_option(config: pytest.Config, name: str) -> Any:
@@ -448,8 +501,10 @@ class OutboundPlugin:
         self._rules_by_parent: dict[Node | None, Rules] = {}
         self.children: ChildGuards | None = None
         child_allow = [str(line) for line in config.getini("outbound_child_allow")]
-        guard_children = config.getini("outbound_subprocess")  # unset: on in enforce
-        if guard_children if isinstance(guard_children, bool) else mode == ENFORCE:
+        early_children = self.backstop.on_process
+        if isinstance(early_children, _EarlyChildren):  # children of the conftests' import
+            self.children = early_children.children
+        if self.children is None and _guards_children(config, mode):
             from pytest_outbound._children import ChildGuards
 
             self.children = ChildGuards(self.guard, config.rootpath, allow=child_allow)
@@ -458,6 +513,9 @@ class OutboundPlugin:
         self.worker_unwatched: Counter[str] = Counter()
         self._child_allow = child_allow
         self.child_watch: ChildWatch | None = None
+        if isinstance(early_children, _EarlyChildren):
+            self.worker_unwatched.update(early_children.close())
+            self.backstop.on_process = None
         if self.children is not None or mode == ENFORCE:
             self._watch_children()
         else:  # audit, children unguarded: the watch comes with the first child (start-up)

@@ -281,6 +281,33 @@ def test_a_guardable_child_runs_guarded_by_default_in_enforce(
     result.stdout.fnmatch_lines(["*1 outbound request(s) from child processes were blocked:"])
 
 
+def test_children_started_while_the_conftest_is_imported_are_guarded_and_judged(
+    inner: pytest.Pytester, listener: Listener
+) -> None:
+    """Before any test, while the rootdir's conftest is imported: a Python child gets the
+    guard (its connection is blocked, and fails the session), one that cannot be guarded is
+    stopped before it starts."""
+    inner.makeconftest(
+        """
+        import os, sys
+        from childhelper import CODE, run
+
+        run([sys.executable, "-c", CODE])
+        run([sys.executable, "-I", "-c", CODE])
+        """
+    )
+    inner.makepyfile(test_fine="def test_fine():\n    pass\n")
+    result = inner.runpytest_subprocess("-p", "no:randomly")
+    assert listener.received() == 0
+    assert result.ret != 0
+    guarded, isolated = outcomes(inner)
+    assert (guarded["outcome"], guarded["stdout"]) == ("ran", "OutboundBlocked\n"), guarded
+    assert isolated["outcome"] == "blocked", isolated
+    assert "EXEC child:python -I" in str(isolated["message"])
+    assert "outbound_child_allow" in str(isolated["message"])
+    result.stdout.fnmatch_lines(["*request(s) outside any test were blocked (enforce)*"])
+
+
 # -- another interpreter ----------------------------------------------------------------------------
 
 
