@@ -47,12 +47,14 @@ from pytest_outbound._errors import OutboundBlocked
 from pytest_outbound._guard import OWN_WORK, Guard, first_user_frame, process_wide
 from pytest_outbound._hosts import HostError, Peer, is_local, peer_from_address
 from pytest_outbound._record import OutboundRequest
+from pytest_outbound._sensitive import PROBE_TARGETS
 
 #: The events judged here; every other audited event returns at the first check.
 _SOCKET_EVENTS = frozenset(
     {
         "socket.__new__",
         "socket.connect",
+        "socket.bind",
         "socket.sendto",
         "socket.sendmsg",
         "socket.getaddrinfo",
@@ -96,7 +98,7 @@ class _Switch:
         self.current: Backstop | None = None
         #: Keeps egress from pytest's registering the plugin until a session's guard exists.
         self.waiting: Waiting | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # a signal handler may send while this thread judges
         self.resolver_patches: list[tuple[Any, str, Any]] = []
 
 
@@ -115,7 +117,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     if event not in _EVENTS:
         return
     backstop = _SWITCH.current or _SWITCH.waiting
-    if backstop is None or OWN_WORK.get():
+    if backstop is None:
         return
     __tracebackhide__ = True
     backstop.on_event(event, args)
@@ -123,7 +125,9 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
 
 @contextlib.contextmanager
 def own_work() -> Iterator[None]:
-    """The plugin's own calls (its probe of this machine's name) are not judged."""
+    """The plugin's probe of this machine is running: its UDP "connections" to the probe
+    targets (which send nothing) are not judged. Nothing else is exempt: the probe calls
+    functions a test may have patched (``getpass.getuser``), and what they send is judged."""
     token = OWN_WORK.set(True)
     try:
         yield
@@ -135,17 +139,22 @@ def own_work() -> Iterator[None]:
 
 
 def _remembering(original: Callable[..., Any], answers: Callable[[Any], list[str]]) -> Any:
-    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+    """``original``, remembering its answers. It takes the arguments as the original does
+    (its own errors for wrong ones), and pickles as the original's name (``_socket``'s
+    module attribute, which is this very wrapper while it is in place)."""
+
+    def resolve(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        result = original(host, *args, **kwargs)
-        if _SWITCH.current is not None:
+        result = original(*args, **kwargs)
+        if args and (_SWITCH.current is not None or _SWITCH.waiting is not None):
             with contextlib.suppress(Exception):
-                _remember(host, answers(result))
+                _remember(args[0], answers(result))
         return result
 
     resolve.__wrapped__ = original  # type: ignore[attr-defined]
-    resolve.__name__ = getattr(original, "__name__", "resolve")
-    resolve.__doc__ = getattr(original, "__doc__", None)
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(resolve, name, getattr(original, name))
     resolve._outbound_remembers = True  # type: ignore[attr-defined]
     return resolve
 
@@ -153,20 +162,21 @@ def _remembering(original: Callable[..., Any], answers: Callable[[Any], list[str
 def _patch_resolvers() -> None:
     """Wrap the resolvers so that their answers are remembered (judging is the hook's).
     ``socket.getaddrinfo`` calls ``_socket.getaddrinfo``; ``socket.gethostbyname`` is
-    ``_socket``'s own function, so both modules' names are wrapped."""
+    ``_socket``'s own function: one wrapper stands in both modules for one original."""
     wanted = (
-        (_socket, "getaddrinfo", lambda r: [str(e[4][0]) for e in r]),
-        (_socket, "gethostbyname", lambda r: [r]),
-        (socket, "gethostbyname", lambda r: [r]),
-        (_socket, "gethostbyname_ex", lambda r: list(r[2])),
-        (socket, "gethostbyname_ex", lambda r: list(r[2])),
+        ("getaddrinfo", lambda r: [str(e[4][0]) for e in r]),
+        ("gethostbyname", lambda r: [r]),
+        ("gethostbyname_ex", lambda r: list(r[2])),
     )
-    for owner, name, answers in wanted:
-        current = getattr(owner, name, None)
-        if current is None or getattr(current, "_outbound_remembers", False):
+    for name, answers in wanted:
+        original = getattr(_socket, name, None)
+        if original is None or getattr(original, "_outbound_remembers", False):
             continue
-        setattr(owner, name, _remembering(current, answers))
-        _SWITCH.resolver_patches.append((owner, name, current))
+        wrapper = _remembering(original, answers)
+        for owner in (_socket, socket):
+            if getattr(owner, name, None) is original:
+                setattr(owner, name, wrapper)
+                _SWITCH.resolver_patches.append((owner, name, original))
 
 
 def _unpatch_resolvers() -> None:
@@ -217,7 +227,8 @@ def _exact_text(value: object) -> str:
         raw = value if type(value) is bytes else bytes.__getitem__(value, slice(None))
         return _ascii(raw)
     elif isinstance(value, bytearray):
-        return _ascii(bytes(bytearray.__getitem__(value, slice(None))))
+        # another thread may change it between C reading it and this (C copies it first)
+        raise Unjudgeable("a bytearray host, which can change while it is read")
     else:
         raise Unjudgeable(f"a host of type {type(value).__name__}")
     if text.isascii():
@@ -252,6 +263,31 @@ def _exact_port(value: object) -> int:
 
 def _item(address: tuple[Any, ...], index: int) -> Any:
     return tuple.__getitem__(address, index)
+
+
+def _no_trailing_dot(text: str, peer: Peer) -> None:
+    """A dotted address with a trailing dot (``10.0.0.7.``) is a name to the resolver, which
+    asks a nameserver for it: it cannot be judged as the address it looks like."""
+    if peer.ip is not None and text.endswith((".", "\u3002", "\uff0e", "\uff61")):
+        raise Unjudgeable(f"{text!r}, an address with a trailing dot (the resolver asks for it)")
+
+
+def _routed_elsewhere(sock: object, family: int) -> bool:
+    """Whether the socket carries IP options or an IPv6 routing header: a source route
+    sends its packets through hosts the address does not name."""
+    try:
+        if family == socket.AF_INET and _IP_OPTIONS is not None:
+            return bool(_getsockopt(sock, socket.IPPROTO_IP, _IP_OPTIONS, 40))
+        if family == socket.AF_INET6 and _IPV6_RTHDR is not None:
+            return bool(_getsockopt(sock, socket.IPPROTO_IPV6, _IPV6_RTHDR, 256))
+    except OSError:
+        return False
+    return False
+
+
+_getsockopt: Callable[..., Any] = _socket.socket.getsockopt
+_IP_OPTIONS: int | None = getattr(socket, "IP_OPTIONS", None)
+_IPV6_RTHDR: int | None = getattr(socket, "IPV6_RTHDR", None)
 
 
 def _readable_host(host: object) -> str:
@@ -320,6 +356,8 @@ class Backstop:
             elif event in ("socket.sendto", "socket.sendmsg"):
                 if args[1] is not None:
                     self._connect(args[0], args[1], "SENDTO")
+            elif event == "socket.bind":
+                self._bind(args[0], args[1])
             elif event == "socket.getaddrinfo":
                 self._lookup(args[0])
             elif event == "socket.gethostbyname":
@@ -331,11 +369,11 @@ class Backstop:
             elif event == "socket.__new__":
                 self._new(args[1], args[2])
         except Unjudgeable as exc:
-            self._unjudgeable(event, str(exc))
+            self._unjudgeable(event, str(exc), args)
         except OutboundBlocked:
             raise
         except Exception as exc:  # a failure of the judge: fail closed, never a stray error
-            self._unjudgeable(event, f"this {event} event ({type(exc).__name__}: {exc})")
+            self._unjudgeable(event, f"this {event} event ({type(exc).__name__}: {exc})", args)
 
     def _new(self, family: int, kind: int) -> None:
         __tracebackhide__ = True
@@ -359,9 +397,30 @@ class Backstop:
             peer = peer_from_address(name)
         except HostError as exc:
             raise Unjudgeable(f"a lookup of {name!r}: {exc}") from None
+        _no_trailing_dot(name, peer)
         if peer.ip is not None or peer.host in _own_names():
             return  # an address: nothing is asked; this machine's own name: about itself
         self._judge(_record(DNS, "DNS", f"dns://{peer.host}", peer))
+
+    def _bind(self, sock: object, address: object) -> None:
+        """A name in the address to bind was looked up by C before this event: judge that
+        lookup (it has left; in enforce the run fails). Addresses, ``""``, ``localhost`` and
+        this machine's own name ask nobody."""
+        __tracebackhide__ = True
+        if _family_of(sock) not in _INET or not isinstance(address, tuple):
+            return
+        if tuple.__len__(address) < 1:
+            return
+        name = _exact_text(_item(address, 0))
+        if name in ("", "<broadcast>"):
+            return
+        try:
+            peer = peer_from_address(name)
+        except HostError as exc:
+            raise Unjudgeable(f"a lookup of {name!r} to bind: {exc}") from None
+        _no_trailing_dot(name, peer)
+        if peer.ip is None and peer.host != "localhost" and peer.host not in _own_names():
+            self._judge(_record(DNS, "DNS", f"dns://{peer.host}", peer))
 
     def _reverse(self, host: object) -> None:
         """``gethostbyaddr``: a name is looked up first; an address is looked up in reverse."""
@@ -371,6 +430,7 @@ class Backstop:
             peer = peer_from_address(name) if name else peer_from_address("0.0.0.0")
         except HostError as exc:
             raise Unjudgeable(f"a lookup of {name!r}: {exc}") from None
+        _no_trailing_dot(name, peer)
         if peer.ip is None:
             if peer.host not in _own_names():
                 self._judge(_record(DNS, "DNS", f"dns://{peer.host}", peer))
@@ -398,6 +458,8 @@ class Backstop:
             raise Unjudgeable(f"a {_type_name(kind)} socket")
         if not isinstance(address, tuple) or tuple.__len__(address) < 2:
             raise Unjudgeable(f"the address {address!r}")
+        if _routed_elsewhere(sock, family):
+            raise Unjudgeable("a socket with IP options or a routing header (a source route)")
         host = _exact_text(_item(address, 0))
         port = _exact_port(_item(address, 1))
         if host == "":
@@ -408,8 +470,14 @@ class Backstop:
             peer = peer_from_address(host, port)
         except HostError as exc:
             raise Unjudgeable(f"the address ({host!r}, {port}): {exc}") from None
-        if is_local(peer) and not guard.local_enforce:
+        _no_trailing_dot(host, peer)
+        # A name C resolved (a nameserver may answer for "x.localhost"): only "localhost"
+        # itself is this machine.
+        local = is_local(peer) if peer.ip is not None else peer.host == "localhost"
+        if local and not guard.local_enforce:
             return
+        if OWN_WORK.get() and kind == socket.SOCK_DGRAM and (peer.host, port) in PROBE_TARGETS:
+            return  # the machine probe reads its source address (a UDP connect sends nothing)
         names: set[str] = set()
         if peer.ip is not None:
             with _SWITCH.lock:
@@ -429,9 +497,13 @@ class Backstop:
         peer = Peer("", "localhost", None, None)
         self._judge(_record(SOCKET, method, f"unix://{shown}", peer))
 
-    def _unjudgeable(self, event: str, what: str) -> None:
+    def _unjudgeable(self, event: str, what: str, args: tuple[Any, ...] = ()) -> None:
         __tracebackhide__ = True
-        record = _record(SOCKET, event.partition(".")[2].upper() or "SOCKET", "socket://?", None)
+        # what the call was given, as far as it can be shown (socket events: the address)
+        given = args[1] if event.startswith(_WITH_ADDRESS) and len(args) > 1 else args[:1]
+        shown = _safe_repr(given[0] if isinstance(given, tuple) and len(given) == 1 else given)
+        method = event.partition(".")[2].upper() or "SOCKET"
+        record = _record(SOCKET, method, f"socket://{shown}", None)
         record.host_error = f"the plugin cannot judge {what}"
         self._judge(record)
 
@@ -450,9 +522,13 @@ def _own_names() -> frozenset[str]:
     """This machine's own name: looking it up (``socket.getfqdn()``, ``HTTPServer``) asks about
     this machine, as reverse lookups of its loopback addresses do; neither is judged."""
     try:
-        return frozenset({peer_from_address(socket.gethostname()).host})
+        return frozenset({peer_from_address(_GETHOSTNAME()).host})
     except (HostError, OSError):
         return frozenset()
+
+
+#: Captured at import: a test's mock of ``socket.gethostname`` changes nothing here.
+_GETHOSTNAME: Callable[[], str] = _socket.gethostname
 
 
 class _NothingKnownYet:
@@ -466,7 +542,7 @@ class _NothingKnownYet:
 class Waiting(Backstop):
     """From the moment pytest registers the plugin (while it goes on importing the other
     plugins, ``PYTEST_PLUGINS``, ``-p`` options) until the session's guard exists, no policy
-    is known: what the registering thread sends is kept (up to ``LIMIT``), with its call
+    is known: what the process sends is kept (up to ``LIMIT``), with its call
     site, and judged by that guard when it takes over (``hand_over``), phase ``collect``.
     It left already: in ``enforce`` it fails the run, it cannot be blocked."""
 
@@ -474,7 +550,6 @@ class Waiting(Backstop):
 
     def __init__(self) -> None:
         super().__init__(_NothingKnownYet())  # type: ignore[arg-type]
-        self.thread = threading.get_ident()
         self.kept: list[tuple[OutboundRequest, set[str]]] = []
 
     @classmethod
@@ -495,7 +570,7 @@ class Waiting(Backstop):
                 backstop.guard.observe_low(record, names)
 
     def on_event(self, event: str, args: tuple[Any, ...]) -> None:
-        if threading.get_ident() == self.thread and event not in PROCESS_EVENTS:
+        if event not in PROCESS_EVENTS:  # any thread: a plugin's import may start one
             super().on_event(event, args)
 
     def _judge(
@@ -504,6 +579,18 @@ class Waiting(Backstop):
         if len(self.kept) < self.LIMIT:
             record.location = first_user_frame(sys._getframe(1))
             self.kept.append((record, set(names)))
+
+
+_WITH_ADDRESS = ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg")
+
+
+def _safe_repr(value: object, limit: int = 80) -> str:
+    """``repr`` for a message; what a subclass's own ``__repr__`` does is not trusted."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _record(client: str, method: str, url: str, peer: Peer | None) -> OutboundRequest:

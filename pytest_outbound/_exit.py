@@ -41,6 +41,9 @@ class _Watch:
         self.blocked: list[OutboundRequest] = []
         #: Set once the watch's own handler ran: a block after it ends the process.
         self.final = False
+        #: How many requests the run blocked (``expect``): at exit, a run that blocked one and
+        #: ends as if it passed (``sys.exit(0)`` in a conftest) ends with a failing status.
+        self.count_blocked: Callable[[], int] = lambda: 0
 
 
 _WATCH: _Watch = process_wide("exit_watch", _Watch)
@@ -51,6 +54,17 @@ def register() -> None:
     if not _WATCH.registered:
         _WATCH.registered = True
         atexit.register(_last)
+
+
+def expect(guard: Guard, status: Callable[[], int], count_blocked: Callable[[], int]) -> None:
+    """From the start of an owning session's guard: the last word at exit knows it."""
+    _WATCH.guard, _WATCH.status, _WATCH.count_blocked = guard, status, count_blocked
+
+
+def forget(guard: Guard) -> None:
+    """The run ends on an error of its own (its exit status says it failed)."""
+    if _WATCH.guard is guard:
+        _WATCH.guard, _WATCH.count_blocked = None, lambda: 0
 
 
 def watch(
@@ -76,6 +90,20 @@ def say_blocked(request: OutboundRequest, when: str) -> None:
         f" from {request.location or 'unknown'} was blocked {when} [{request.phase}]:"
         f" {', '.join(request.reasons)}; the run fails (outbound_mode = enforce)\n"
     )
+
+
+def tell(path: str | None, blocked: list[OutboundRequest]) -> None:
+    """Append what a pytest-xdist worker blocked after it reported to its controller's file
+    (``path``; None: not a worker)."""
+    if not path or not blocked:
+        return
+    with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as out:
+        for request in blocked:
+            out.write(
+                f"{request.method} {request.url} (client: {request.client}) from"
+                f" {request.location or 'unknown'} [{request.phase}]:"
+                f" {', '.join(request.reasons)}\n"
+            )
 
 
 def _seen(request: OutboundRequest) -> None:
@@ -106,24 +134,25 @@ def _last() -> None:
             sys.stderr.write(f"pytest-outbound: the report was not updated at exit: {exc}\n")
     if _WATCH.blocked:
         _fail()
+    if _WATCH.status() == 0:
+        count = _WATCH.count_blocked()
+        if count:
+            _fail(
+                f"pytest-outbound: {count} request(s) were blocked (enforce), and the run was"
+                " ending with exit status 0"
+            )
     _WATCH.final = True
 
 
-def _fail() -> None:
+def _fail(message: str = "") -> None:
     status = _WATCH.status() or 1
-    message = (
+    message = message or (
         f"pytest-outbound: {len(_WATCH.blocked)} request(s) after the session were blocked"
-        f" (enforce); exit status {status}"
+        f" (enforce)"
     )
+    message = f"{message}; exit status {status}"
     sys.stderr.write(message + "\n")
-    if _WATCH.tell:
-        with contextlib.suppress(OSError), open(_WATCH.tell, "a", encoding="utf-8") as out:
-            for request in _WATCH.blocked:
-                out.write(
-                    f"{request.method} {request.url} (client: {request.client}) from"
-                    f" {request.location or 'unknown'} [{request.phase}]:"
-                    f" {', '.join(request.reasons)}\n"
-                )
+    tell(_WATCH.tell, _WATCH.blocked)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

@@ -169,7 +169,8 @@ class Guard:
         self._rootpath = rootpath
         self._on_request = on_request
         self._on_violation = on_violation
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may send while this thread judges.
+        self._lock = threading.RLock()
         self._relpaths: dict[str, str] = {}
         #: Every code object ``_location`` has classified, by id: kept alive, so that an id in
         #: the two below is never reused by another code object.
@@ -206,12 +207,17 @@ class Guard:
         __tracebackhide__ = True
         peer = request.peer
         # Loopback connections are local (SPEC §3), and so is looking up "localhost" itself; a
-        # lookup of a name below it ("x.localhost") may reach the configured nameserver.
+        # lookup of a name below it ("x.localhost"), or a socket given that name (C looks it
+        # up), may reach the configured nameserver and go wherever it answers.
         if (
             peer is not None
             and not self.local_enforce
             and is_local(peer)
-            and (request.client != DNS or peer.host == "localhost")
+            and (
+                request.client not in _SOCKET_OR_DNS
+                or peer.ip is not None
+                or peer.host == "localhost"
+            )
         ):
             return False
         # ``_attribution``, inline: this runs for every request
@@ -219,9 +225,9 @@ class Guard:
         if scope is None and self.settle is not None:
             self.settle()
             scope = self.scope
-        thread = threading.current_thread()
+        thread = _current_thread()
         origin: Scope | None = getattr(thread, self.origin_key, None)
-        thread_name = thread.name
+        thread_name = thread.name if thread is not None else f"Dummy-{threading.get_ident()}"
         late = (
             origin is not None and origin is not scope and not thread_name.startswith(_POOL_THREADS)
         )
@@ -267,13 +273,11 @@ class Guard:
         if request.body_size > len(request.body):
             request.field_values()  # from the whole body, before it is let go
         request.full_body = b""
-        if self._on_request is not None:
-            _call_hook(self._on_request, request)
-        if verdict.allowed:
-            return True
-        if self._on_violation is not None:
-            _call_hook(self._on_violation, request)
-        if self.mode != ENFORCE:
+        if verdict.allowed or self.mode != ENFORCE:
+            if self._on_request is not None:
+                _call_hook(self._on_request, request)
+            if not verdict.allowed and self._on_violation is not None:
+                _call_hook(self._on_violation, request)
             return True
         from pytest_outbound._messages import blocked_message  # only for a blocked request
 
@@ -283,13 +287,21 @@ class Guard:
             client=request.client,
             reasons=verdict.reasons,
         )
+        # Counted before any hook runs: a hook that raises (pytest.skip() in a
+        # pytest_outbound_violation) must not lose the block.
         if scope is not None and not late:
             scope.pending.append(error)
         else:
             self.outside_blocked.append(request)
             if self.on_outside_block is not None:
                 self.on_outside_block(request)
-        raise error
+        try:
+            if self._on_request is not None:
+                _call_hook(self._on_request, request)
+            if self._on_violation is not None:
+                _call_hook(self._on_violation, request)
+        finally:
+            raise error  # the block stands, whatever a hook raised (chained to it)
 
     def observe_low(self, request: OutboundRequest, names: Iterable[str] = ()) -> None:
         """Judge a socket or DNS record (the backstop's) with ``observe``.
@@ -325,9 +337,14 @@ class Guard:
         (late egress, reported against it with phase ``session``).
         """
         scope = self.current()
-        thread = threading.current_thread()
+        thread = _current_thread()
         origin: Scope | None = getattr(thread, self.origin_key, None)
-        if origin is None or origin is scope or thread.name.startswith(_POOL_THREADS):
+        if (
+            origin is None
+            or origin is scope
+            or thread is None
+            or thread.name.startswith(_POOL_THREADS)
+        ):
             return scope, False
         return origin, True
 
@@ -425,3 +442,11 @@ def first_user_frame(frame: FrameType | None) -> str:
             return f"{frame.f_code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
     return ""
+
+
+def _current_thread() -> threading.Thread | None:
+    """The ``Thread`` object of this thread, or None for one not started by ``threading``:
+    ``threading.current_thread()`` would make a dummy one for it, which ``active_count()``
+    and ``enumerate()`` then show to the code under test."""
+    active: dict[int, threading.Thread] = getattr(threading, "_active", {})
+    return active.get(threading.get_ident())

@@ -238,14 +238,22 @@ def pytest_load_initial_conftests(
         backstop.activate()
         Waiting.hand_over(backstop)
         config.stash[EARLY_KEY] = (guard, backstop)
+        if not config.invocation_params.plugins:  # this session owns its process
+            _exit.expect(guard, lambda: 0, functools.partial(_blocked_by, guard))
     try:
         return (yield)
-    except BaseException:
+    except BaseException as exc:
         early = config.stash.get(EARLY_KEY, None)
         if early is not None:  # the run stops here (a conftest failed to import)
             early[1].deactivate()
             early_children.stop()
+            if not isinstance(exc, SystemExit) or exc.code not in (None, 0):
+                _exit.forget(early[0])  # it fails on its own
         raise
+
+
+def _blocked_by(guard: Guard) -> int:
+    return sum(not r.allowed for r in guard.records) if guard.mode == ENFORCE else 0
 
 
 def _guards_children(config: pytest.Config, mode: str) -> bool:
@@ -331,6 +339,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except BaseException:
         if early is not None:
             early[1].deactivate()
+            _exit.forget(early[0])  # a usage error: the run fails on its own
         raise
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "outbound-session")
@@ -558,6 +567,9 @@ class OutboundPlugin:
         self._reported = 0
         #: pytest-xdist controller: where workers tell what they blocked at exit.
         self._late_file: str | None = None
+        if self.owns_process:  # the exit's last word checks this session's blocks
+            count = (lambda: 0) if self.is_worker else self._blocked_count
+            _exit.expect(self.guard, self._exit_status, count)
 
     def close(self) -> None:
         """At unconfigure: the patches are undone. A session that owns its process goes on
@@ -590,6 +602,11 @@ class OutboundPlugin:
             if self.child_watch is not None:
                 self.child_watch.close()
         self._workers_blocked_late()
+        session = self._session
+        if session is not None and not self.is_worker and not self.finished:
+            self._fail_for_hidden_blocks(session)  # the session ended before sessionfinish
+            for problem in self.problems:
+                sys.stderr.write(f"pytest-outbound: {problem}\n")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -619,6 +636,9 @@ class OutboundPlugin:
         if lines and session is not None and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._session = session
+
     def _exit_status(self) -> int:
         session = self._session
         return int(session.exitstatus) if session is not None else 0
@@ -630,6 +650,8 @@ class OutboundPlugin:
         if session is not None and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         _exit.say_blocked(request, "after the test session")
+        if self.is_worker:  # it reported already: its controller reads this at the end
+            _exit.tell(self.config.workerinput.get("outbound_late"), [request])  # type: ignore[attr-defined]
 
     def _on_request(self, request: OutboundRequest) -> None:
         self.config.hook.pytest_outbound_request(request=request)
@@ -891,11 +913,23 @@ class OutboundPlugin:
         # the summary says them again: a skip or an xfail report does not show them
         self._install_errors_shown.update(dict.fromkeys(errors))
         pending, scope.pending = scope.pending, []
-        if (pending or children) and phase != "teardown" and _hides_failure(item, raised):
+        hidden = bool(pending or children) and _hides_failure(item, raised)
+        if hidden:
             # A skip or an xfail would hide the block (``except Exception: pytest.skip()``):
             # the test's teardown fails instead, whatever the outcome.
             scope.deferred.append(_hidden_text([*pending], children))
             pending, children = [], []
+        if phase == "teardown" and scope.deferred:
+            if item.get_closest_marker("xfail") is not None:
+                # pytest's xfail would take this teardown error for the expected failure too
+                self.config.pluginmanager.register(_ErrorNotXfail(item))
+            if raised is None or hidden:  # a skip or xfail in the teardown hides nothing
+                texts = [*errors, *scope.deferred]
+                if pending:
+                    texts.append(_swallowed_text(pending))
+                if children:
+                    texts.append(_children_text(children))
+                pytest.fail("\n\n".join(texts), pytrace=False)
         if raised is not None:
             for error in errors:
                 item.add_report_section(phase, "outbound", error)
@@ -909,11 +943,6 @@ class OutboundPlugin:
                 item.add_report_section(phase, "outbound", text)
             return
         problems = errors
-        if phase == "teardown" and scope.deferred:
-            problems.extend(scope.deferred)
-            if item.get_closest_marker("xfail") is not None:
-                # pytest's xfail would take this teardown error for the expected failure too
-                self.config.pluginmanager.register(_ErrorNotXfail(item))
         if pending:
             problems.append(_swallowed_text(pending))
         if children:
@@ -1054,6 +1083,29 @@ class OutboundPlugin:
             self._reported = len(self.guard.records)
         if self.problems and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self._fail_for_hidden_blocks(session, records)
+
+    def _fail_for_hidden_blocks(
+        self, session: pytest.Session, records: list[OutboundRequest] | None = None
+    ) -> None:
+        """The last check, whatever hid a block (a test's outcome rewritten by a hook,
+        ``pytest.exit(returncode=0)``, a skip pytest has no hook for): in enforce, a run
+        with a blocked request does not pass."""
+        if session.exitstatus != pytest.ExitCode.OK or self.mode != ENFORCE:
+            return
+        count = self._blocked_count(records)
+        if count:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            self.problems.append(
+                f"{count} request(s) were blocked (enforce), and no test's outcome showed it:"
+                " the run fails"
+            )
+
+    def _blocked_count(self, records: list[OutboundRequest] | None = None) -> int:
+        """Requests blocked in this run (enforce: every violation is blocked)."""
+        if self.mode != ENFORCE:
+            return 0
+        return sum(not r.allowed for r in (self.records() if records is None else records))
 
     def _after_session(self, records: object = None) -> None:
         """Requests made after the report was written (the terminal summary, unconfigure,
@@ -1291,9 +1343,16 @@ class _ErrorNotXfail:
 
 
 def _hides_failure(item: pytest.Item, raised: BaseException | None) -> bool:
-    """Whether the phase's outcome would hide a failure: a skip, an imperative xfail, or any
-    outcome under an ``xfail`` marker (strict or not)."""
+    """Whether the phase's outcome would hide a failure: a skip (pytest's or unittest's), an
+    imperative xfail, any outcome under an ``xfail`` marker (strict or not), or a
+    ``unittest.TestCase`` whose own result (``skipTest``, ``expectedFailure``) pytest reports
+    in place of the phase's exception."""
     if isinstance(raised, pytest.skip.Exception | pytest.xfail.Exception):
+        return True
+    unittest = sys.modules.get("unittest")
+    if unittest is not None and isinstance(raised, unittest.SkipTest):
+        return True
+    if getattr(item, "_excinfo", None):  # pytest's TestCaseFunction: unittest's outcome
         return True
     return item.get_closest_marker("xfail") is not None
 

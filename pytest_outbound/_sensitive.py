@@ -135,6 +135,8 @@ _PROBES: tuple[tuple[socket.AddressFamily, tuple[str, int]], ...] = (
     (socket.AF_INET, ("192.0.2.1", 9)),
     (socket.AF_INET6, ("2001:db8::1", 9)),
 )
+#: What the probe "connects" a UDP socket to (it sends nothing): the guard lets it be.
+PROBE_TARGETS = frozenset(target for _, target in _PROBES)
 
 
 def _attempt(step: Callable[[], str]) -> str:

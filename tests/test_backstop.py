@@ -642,12 +642,12 @@ def test_hosts_are_read_as_c_reads_them() -> None:
 
     assert _exact_text("evil.example") == "evil.example"
     assert _exact_text(b"evil.example") == "evil.example"
-    assert _exact_text(bytearray(b"evil.example")) == "evil.example"
     assert _exact_text(_ShowsAnother("evil.example")) == "evil.example"  # its own data, as C
     # IDNA2003 (what the C code runs through) drops a zero-width joiner: judge what is asked
     assert _exact_text("a\u200db.example") == "ab.example"
     assert _exact_text("b\u00fccher.example") == "xn--bcher-kva.example"
-    for unreadable in (_Lying("evil.example"), b"\xff.example", 12, None):
+    # a bytearray can change between C reading it and the judge reading it
+    for unreadable in (_Lying("evil.example"), b"\xff.example", bytearray(b"a.example"), 12):
         with pytest.raises(Unjudgeable):
             _exact_text(unreadable)
 

@@ -942,7 +942,7 @@ TECHNIQUES: dict[str, tuple[Group, str]] = {
     # class 2
     "empty_host": (PARSING, ":{tcp}"),
     "empty_host_sendto": (PARSING, ":{udp}"),
-    "bytearray_host": (PARSING, ":{tcp}"),
+    "bytearray_host": (PARSING, ", {tcp})"),  # unjudgeable: named as given
     "index_port": (PARSING, ""),  # failing closed need not call __index__ to name the port
     "index_port_two_faced": (PARSING, ""),
     "str_subclass_host": (PARSING, ""),  # never judged, nor named, as the disguise (below)
