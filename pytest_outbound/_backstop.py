@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import _socket
 import contextlib
+import contextvars
 import functools
 import ipaddress
 import os
@@ -145,6 +146,14 @@ def _remembering(original: Callable[..., Any], answers: Callable[[Any], list[str
 
     def resolve(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
+        flags = args[5] if len(args) > 5 else kwargs.get("flags", 0)
+        if isinstance(flags, int) and int.__index__(flags) & _AI_NUMERICHOST:  # as C reads it
+            # the audit event does not carry the flags: say it here (no query is sent)
+            token = _NUMERIC_ONLY.set(True)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _NUMERIC_ONLY.reset(token)
         result = original(*args, **kwargs)
         if args and (_SWITCH.current is not None or _SWITCH.waiting is not None):
             with contextlib.suppress(Exception):
@@ -157,6 +166,14 @@ def _remembering(original: Callable[..., Any], answers: Callable[[Any], list[str
             setattr(resolve, name, getattr(original, name))
     resolve._outbound_remembers = True  # type: ignore[attr-defined]
     return resolve
+
+
+#: Set while ``getaddrinfo`` runs with ``AI_NUMERICHOST`` through the wrapper: the resolver
+#: reads the host as an address or refuses it, and asks nobody (tornado's ``is_valid_ip``).
+_NUMERIC_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "outbound_numeric_only", default=False
+)
+_AI_NUMERICHOST: int = getattr(socket, "AI_NUMERICHOST", 0)
 
 
 def _patch_resolvers() -> None:
@@ -388,8 +405,8 @@ class Backstop:
 
     def _lookup(self, host: object) -> None:
         __tracebackhide__ = True
-        if host is None:
-            return  # "any": no lookup
+        if host is None or _NUMERIC_ONLY.get():
+            return  # "any", or AI_NUMERICHOST: no lookup
         name = _exact_text(host)
         if not name:
             return  # the resolver answers an empty name itself

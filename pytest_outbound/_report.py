@@ -121,10 +121,17 @@ def request_json(record: OutboundRequest) -> dict[str, Any]:
     """``record.to_json()`` with credentials redacted (see the module docstring)."""
     data = record.to_json()
     data["url"] = _redact_url(data["url"])
+    # plain str: a client's own str subclass (aiohttp's ``istr``) is no JSON, and execnet
+    # cannot send it from a pytest-xdist worker
     data["headers"] = {
-        k: (REDACTED if k.lower() in _CREDENTIAL_HEADERS else v) for k, v in data["headers"].items()
+        _plain(k): (REDACTED if k.lower() in _CREDENTIAL_HEADERS else _plain(v))
+        for k, v in data["headers"].items()
     }
     return data
+
+
+def _plain(text: object) -> str:
+    return str.__str__(text) if isinstance(text, str) else str(text)
 
 
 def _redact_url(url: str) -> str:

@@ -223,3 +223,33 @@ def test_audit_mode_changes_nothing_the_code_sees(pytester: pytest.Pytester, cas
     pytester.makepyfile(test_it=textwrap.dedent(UNCHANGED_IN_AUDIT[case]))
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:asyncio", timeout=60)
     result.assert_outcomes(passed=1)
+
+
+def test_a_numeric_only_lookup_asks_nobody_and_is_not_judged(pytester: pytest.Pytester) -> None:
+    """``getaddrinfo(..., flags=AI_NUMERICHOST)`` reads the host as an address or refuses it
+    (tornado's ``is_valid_ip`` tells addresses from names this way): no query, nothing to
+    judge, the resolver's own error. The audit event does not carry the flags; the resolver
+    wrapper says them."""
+    pytester.makeini(INI.format(mode="enforce", local="allow"))
+    pytester.makepyfile(
+        test_it="""
+        import socket, pytest
+
+        def is_valid_ip(text):
+            try:
+                return bool(socket.getaddrinfo(text, 0, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                               0, socket.AI_NUMERICHOST))
+            except socket.gaierror:
+                return False
+
+        def test_it(outbound):
+            assert not is_valid_ip("4.4.4.4<script>")
+            assert not is_valid_ip(" ")
+            assert not is_valid_ip("not-an-address.example")
+            with pytest.raises(socket.gaierror):
+                socket.getaddrinfo("evil.example", 80, flags=socket.AI_NUMERICHOST)
+            assert outbound.requests == []
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", timeout=60)
+    result.assert_outcomes(passed=1)

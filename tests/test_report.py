@@ -24,6 +24,7 @@ from pytest_outbound._report import (
     load_report,
     report_schema,
     request_from_json,
+    request_json,
     summary_markdown,
     summary_text,
     validate,
@@ -532,3 +533,22 @@ def test_summary_markdown_escapes_table_cells_and_caps_rows() -> None:
     assert "`tests/t.py::test[0\\|<x>]`" in rows[0]
     assert "undocumented-host &lt;evil\\|example&gt;" in rows[0]
     assert "… and 5 more; see the JSON report." in md
+
+
+def test_a_header_name_of_a_str_subclass_is_written_as_plain_text() -> None:
+    """aiohttp's header names are ``multidict.istr``: execnet cannot send one from a
+    pytest-xdist worker (every record of the worker was lost), and JSON writes it only by
+    luck. The report's are plain ``str``."""
+    from execnet.gateway_base import dumps
+    from multidict import istr
+
+    record = build_request(
+        "GET",
+        "https://a.example/",
+        headers={istr("X-Thing"): istr("v")},
+        body=b"",
+        client="aiohttp",
+    )
+    data = request_json(record)
+    assert [(type(k), type(v)) for k, v in data["headers"].items()] == [(str, str)]
+    dumps(data)  # what pytest-xdist sends
