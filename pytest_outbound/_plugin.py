@@ -553,10 +553,11 @@ class OutboundPlugin:
         #: Each fixture definition set up so far: is it wider than a function?
         self._wide: dict[pytest.FixtureDef[Any], bool] = {}
         self._default_contexts: dict[int, Context] = {}
-        #: Each collected item's context, by id(item), until its setup takes it.
-        self._contexts: dict[int, Context] = {}
-        #: outbound_expect markers of the items that carry any, by id(item).
-        self._expects: dict[int, tuple[tuple[Entry, int | None], ...]] = {}
+        #: Each collected item's context, until its setup takes it. (Keyed by the item, not
+        #: ``id(item)``: every ``id()`` call raises an audit event, which the hook pays for.)
+        self._contexts: dict[pytest.Item, Context] = {}
+        #: outbound_expect markers of the items that carry any.
+        self._expects: dict[pytest.Item, tuple[tuple[Entry, int | None], ...]] = {}
         #: The test running now and its scope (set by its setup hook, cleared after teardown).
         self._item: pytest.Item | None = None
         self._scope: Scope | None = None
@@ -747,7 +748,7 @@ class OutboundPlugin:
             elif mark.name == "outbound_expect":
                 expect.append(_expect_entry(mark, rules, where))
         if expect:
-            self._expects[id(item)] = tuple(expect)
+            self._expects[item] = tuple(expect)
         if restriction is None and not allow:
             return self._default_context(rules)
         return Context(rules, restriction, only, tuple(allow), source)
@@ -768,7 +769,7 @@ class OutboundPlugin:
         self.guard.session_context = Context(self.root_rules)
         try:
             for item in items:  # a marker or conftest hook at fault is a usage error now
-                self._contexts[id(item)] = self.context_for(item)
+                self._contexts[item] = self.context_for(item)
         except PolicyError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -836,7 +837,7 @@ class OutboundPlugin:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
-        context = self._contexts.pop(id(item), None)
+        context = self._contexts.pop(item, None)
         if context is None:
             try:
                 context = self.context_for(item)  # made outside collection, or run again
@@ -903,7 +904,7 @@ class OutboundPlugin:
             scope.pending
             or children
             or scope.deferred
-            or (phase == "call" and id(item) in self._expects)
+            or (phase == "call" and item in self._expects)
             or self.installation.error is not None
         ):
             return  # the common case: nothing to add
@@ -948,7 +949,7 @@ class OutboundPlugin:
         if children:
             problems.append(_children_text(children))
         if phase == "call":
-            problems.extend(_unmet_expectations(self._expects.get(id(item), ()), scope))
+            problems.extend(_unmet_expectations(self._expects.get(item, ()), scope))
         if problems:
             pytest.fail("\n\n".join(problems), pytrace=False)
 
