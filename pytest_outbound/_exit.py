@@ -83,11 +83,18 @@ def watch(
     guard.on_outside_block = _blocked
 
 
+def _what(request: OutboundRequest) -> str:
+    """``GET url (client: x) from path:line``: the request, as every line here names it."""
+    return (
+        f"{request.method} {request.url} (client: {request.client})"
+        f" from {request.location or 'unknown'}"
+    )
+
+
 def say_blocked(request: OutboundRequest, when: str) -> None:
     """One line on stderr for a request blocked where the run's outcome was fixed already."""
     sys.stderr.write(
-        f"pytest-outbound: {request.method} {request.url} (client: {request.client})"
-        f" from {request.location or 'unknown'} was blocked {when} [{request.phase}]:"
+        f"pytest-outbound: {_what(request)} was blocked {when} [{request.phase}]:"
         f" {', '.join(request.reasons)}; the run fails (outbound_mode = enforce)\n"
     )
 
@@ -99,11 +106,7 @@ def tell(path: str | None, blocked: list[OutboundRequest]) -> None:
         return
     with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as out:
         for request in blocked:
-            out.write(
-                f"{request.method} {request.url} (client: {request.client}) from"
-                f" {request.location or 'unknown'} [{request.phase}]:"
-                f" {', '.join(request.reasons)}\n"
-            )
+            out.write(f"{_what(request)} [{request.phase}]: {', '.join(request.reasons)}\n")
 
 
 def _seen(request: OutboundRequest) -> None:
@@ -112,8 +115,7 @@ def _seen(request: OutboundRequest) -> None:
     blocked = guard is not None and guard.mode == ENFORCE and not request.allowed
     reasons = f" ({', '.join(request.reasons)})" if request.reasons else ""
     sys.stderr.write(
-        f"pytest-outbound: after the session, {request.method} {request.url}"
-        f" (client: {request.client}) from {request.location or 'unknown'}:"
+        f"pytest-outbound: after the session, {_what(request)}:"
         f" {request.verdict}{reasons}{', blocked' if blocked else ''}\n"
     )
 

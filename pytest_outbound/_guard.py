@@ -348,11 +348,6 @@ class Guard:
             return scope, False
         return origin, True
 
-    def judged_hosts(self) -> dict[str, set[int | None]]:
-        """Host -> ports judged at the HTTP layer by the test this thread belongs to."""
-        scope, _ = self._attribution()
-        return scope.judged if scope is not None else self._judged
-
     def stub_for(self, request: OutboundRequest) -> Stub | None:
         """The first stub registered in this test that answers ``request``."""
         scope = self.current()

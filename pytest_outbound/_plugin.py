@@ -253,7 +253,12 @@ def pytest_load_initial_conftests(
 
 
 def _blocked_by(guard: Guard) -> int:
-    return sum(not r.allowed for r in guard.records) if guard.mode == ENFORCE else 0
+    return _blocked_in(guard.mode, guard.records)
+
+
+def _blocked_in(mode: str, records: Iterable[OutboundRequest]) -> int:
+    """Requests blocked among ``records`` (enforce: every violation is blocked)."""
+    return sum(not r.allowed for r in records) if mode == ENFORCE else 0
 
 
 def _guards_children(config: pytest.Config, mode: str) -> bool:
@@ -1103,10 +1108,8 @@ class OutboundPlugin:
             )
 
     def _blocked_count(self, records: list[OutboundRequest] | None = None) -> int:
-        """Requests blocked in this run (enforce: every violation is blocked)."""
-        if self.mode != ENFORCE:
-            return 0
-        return sum(not r.allowed for r in (self.records() if records is None else records))
+        """Requests blocked in this run, the workers' too."""
+        return _blocked_in(self.mode, self.records() if records is None else records)
 
     def _after_session(self, records: object = None) -> None:
         """Requests made after the report was written (the terminal summary, unconfigure,

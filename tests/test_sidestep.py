@@ -699,6 +699,8 @@ EXEMPTIONS = Group(
 )
 
 # -- class 5: outcomes that swallow a violation ----------------------------------------------
+# Every skip and xfail in these inner tests is the technique under test: an outcome that would
+# hide a block. Each must still end in an error at teardown and a failed run.
 
 OUTCOMES = Group(
     "outcomes",
