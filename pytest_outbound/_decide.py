@@ -270,7 +270,12 @@ def _content_key(request: OutboundRequest) -> tuple[object, ...] | None:
     their peer comes from an address, not from the URL (and only they are ever offline or
     carry resolved names)."""
     client = request.client
-    if client in (SOCKET, DNS, CHILD) or request.offline or request.resolved_names:
+    if (
+        client in (SOCKET, DNS, CHILD)
+        or request.offline
+        or request.resolved_names
+        or request.streamed
+    ):
         return None
     url = request.url
     body = request.full_body
@@ -301,7 +306,7 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
     detail: list[str] = []
     if dest is not None:
         request.templates = dest.paths
-        if dest.payload is not None:
+        if dest.payload is not None and not request.streamed:  # (judged once it has passed)
             contract = _contract_module()
             fields = request.field_values()
             breaches = contract.check_payload(dest.payload, fields)

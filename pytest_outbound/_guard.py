@@ -49,6 +49,12 @@ OWN_WORK: contextvars.ContextVar[bool] = process_wide(
 #: (and blocked) like any other, but does not call the hooks again.
 _IN_HOOK: contextvars.ContextVar[bool] = contextvars.ContextVar("outbound_in_hook", default=False)
 
+#: The last exception a ``pytest_outbound_*`` hook raised in this context: user code's, never
+#: taken for a failure of the plugin's own (``_interceptors.judge``).
+HOOK_RAISED: contextvars.ContextVar[BaseException | None] = contextvars.ContextVar(
+    "outbound_hook_raised", default=None
+)
+
 #: The attribute on a ``threading.Thread`` naming the test scope that started it.
 ORIGIN = "_outbound_origin"
 _SOCKET_OR_DNS = (SOCKET, DNS)
@@ -104,6 +110,7 @@ class Scope:
         "pending",
         "phase",
         "records",
+        "streams",
         "stubs",
     )
 
@@ -118,6 +125,8 @@ class Scope:
         #: Blocks of a phase that ended in a skip or under an xfail marker, which would hide
         #: them: they fail the test's teardown instead.
         self.deferred: list[str] = []
+        #: Streamed bodies of this test's requests still to be judged (``_interceptors._body``).
+        self.streams: list[Any] = []
         #: When each destination was last contacted in this test (for ``min_interval``).
         self.last_sent: dict[str, float] = {}
         #: Host -> ports an HTTP interceptor judged in this test (their connections are not
@@ -162,6 +171,11 @@ class Guard:
         #: The attribute, on each thread, naming the test that started it (one per guard, so a
         #: session nested in another, as pytester runs them, keeps its own).
         self.origin_key = f"{ORIGIN}_{id(self):x}"
+        #: Streamed bodies of requests made outside any test, still to be judged.
+        self.streams: list[Any] = []
+        #: Failures of the plugin's own judging code: (what it was judging, the traceback).
+        #: In audit the request goes on unjudged; the summary and the report say so.
+        self.internal_errors: list[tuple[str, str]] = []
         #: Offline mode: no real connection may leave, documented or not.
         self.offline = False
         self._judged: dict[str, set[int | None]] = {}
@@ -303,6 +317,56 @@ class Guard:
         finally:
             raise error  # the block stands, whatever a hook raised (chained to it)
 
+    def observe_streamed(self, request: OutboundRequest, scope: Scope | None, data: bytes) -> None:
+        """Judge the streamed body of ``request`` (judged on all else by ``observe``), now that
+        it has been sent: ``data`` is what passed, up to the body limit, and
+        ``request.body_size`` how much did. What breaks the policy now could not be stopped: in
+        enforce it fails the test that sent it (at its teardown), or the session."""
+        request.streamed = False
+        request.body = data[: self.body_limit]
+        request.full_body = data
+        request._fields = None
+        context = scope.context if scope is not None else self.session_context
+        try:
+            verdict = decide(request, context)
+            if request.body_size > len(request.body) or not verdict.allowed:
+                request.field_values()
+        finally:
+            request.full_body = b""
+        if verdict.allowed:
+            return
+        with self._lock:
+            new = [reason for reason in verdict.reasons if reason not in request.reasons]
+            if not new:
+                return
+            first = request.verdict != VIOLATION
+            request.verdict = VIOLATION
+            request.reasons = [*request.reasons, *new]
+            request.destination = request.destination or verdict.destination
+        if first and self._on_violation is not None:
+            _call_hook(self._on_violation, request)
+        if self.mode != ENFORCE:
+            return
+        from pytest_outbound._messages import sent_message
+
+        text = sent_message(request, verdict, context)
+        if scope is not None and scope is self.scope:
+            scope.deferred.append(text)
+        else:
+            self.outside_blocked.append(request)
+            if self.on_outside_block is not None:
+                self.on_outside_block(request)
+
+    def internal_error(self, what: str, error: BaseException) -> None:
+        """The plugin's own judging code failed while judging ``what``: kept for the summary
+        and the report. (In enforce the caller blocks the request: what cannot be judged is
+        not let through.)"""
+        import traceback
+
+        text = "".join(traceback.format_exception(error))
+        with self._lock:
+            self.internal_errors.append((what, text))
+
     def observe_low(self, request: OutboundRequest, names: Iterable[str] = ()) -> None:
         """Judge a socket or DNS record (the backstop's) with ``observe``.
 
@@ -424,6 +488,9 @@ def _call_hook(hook: Callable[[OutboundRequest], object], request: OutboundReque
     own = OWN_WORK.set(False)
     try:
         hook(request)
+    except BaseException as exc:
+        HOOK_RAISED.set(exc)
+        raise
     finally:
         OWN_WORK.reset(own)
         _IN_HOOK.reset(hooked)

@@ -32,6 +32,20 @@ def blocked_message(request: OutboundRequest, verdict: Verdict, context: Context
     return "\n".join(lines)
 
 
+def sent_message(request: OutboundRequest, verdict: Verdict, context: Context) -> str:
+    """``blocked_message`` for a streamed body judged once it had been sent: too late to stop
+    it, so it fails the test instead."""
+    rest = blocked_message(request, verdict, context).partition("\n")[2]
+    size = request.body_size
+    return (
+        f"outbound request sent a streamed body the policy does not admit:"
+        f" {request.method} {request.url} (client: {request.client})\n"
+        f"  sent: {size} byte{'' if size == 1 else 's'}, judged as they were sent (a stream"
+        " cannot be judged before it is read, nor recalled after)\n"
+        f"{rest}"
+    )
+
+
 def _fixes(request: OutboundRequest, verdict: Verdict, rules: Rules) -> list[str]:
     codes = set(verdict.reasons)
     dest = rules.by_name.get(verdict.destination or verdict.closest or "")

@@ -30,6 +30,7 @@ from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
 from pytest_outbound._interceptors import Installation, InstallError
+from pytest_outbound._interceptors._body import finish_all
 from pytest_outbound._policy import Destination, Policy
 from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
 from pytest_outbound._sensitive import (
@@ -38,7 +39,12 @@ from pytest_outbound._sensitive import (
     SensitiveValue,
     machine_values,
 )
-from pytest_outbound._summary import destination_uses, summary_lines, unwatched_lines
+from pytest_outbound._summary import (
+    destination_uses,
+    internal_error_lines,
+    summary_lines,
+    unwatched_lines,
+)
 
 if TYPE_CHECKING:
     from pytest_outbound._children import ChildGuards, ChildWatch
@@ -543,6 +549,7 @@ class OutboundPlugin:
         self.worker_records: list[OutboundRequest] = []
         self.worker_destinations: dict[str, Destination] = {}
         self.worker_outside_blocked = 0
+        self.worker_internal_errors: list[tuple[str, str]] = []
         self.worker_install_errors: list[str] = []
         #: The installers' failures the tests have reported, each once, for the summary.
         self._install_errors_shown: dict[str, None] = {}
@@ -904,6 +911,8 @@ class OutboundPlugin:
         Wide fixtures set up in the phase have ended by now, whatever was left unsettled."""
         if self._setting_up:
             self._settle_fixtures(ended=True)
+        if scope.streams:  # streamed bodies still unjudged: what passed of them is judged now
+            finish_all(scope.streams)
         children = self._collect_children(scope) if self.children is not None else []
         if not (
             scope.pending
@@ -1039,6 +1048,10 @@ class OutboundPlugin:
     def records(self) -> list[OutboundRequest]:
         return [*self.guard.records, *self.worker_records]
 
+    def internal_errors(self) -> list[tuple[str, str]]:
+        """The plugin's own failures while judging, the workers' too."""
+        return [*self.guard.internal_errors, *self.worker_internal_errors]
+
     def outside_blocked(self) -> int:
         return len(self.guard.outside_blocked) + self.worker_outside_blocked
 
@@ -1059,9 +1072,13 @@ class OutboundPlugin:
         self.worker_outside_blocked += int(data["outside_blocked"])
         self.worker_install_errors.extend(str(e) for e in data.get("install_errors", ()))
         self.worker_unwatched.update(data.get("unwatched", {}))
+        self.worker_internal_errors.extend(
+            (str(what), str(text)) for what, text in data.get("internal_errors", ())
+        )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        finish_all(self.guard.streams)
         self._collect_children(None)
         if self.children is not None:
             self.children.update(None, "session")
@@ -1076,6 +1093,7 @@ class OutboundPlugin:
                 "outside_blocked": len(self.guard.outside_blocked),
                 "install_errors": self._install_errors(),
                 "unwatched": dict(self.unwatched()),
+                "internal_errors": [list(error) for error in self.guard.internal_errors],
             }
             return
         destinations, records = self.destinations(), self.records()
@@ -1132,6 +1150,7 @@ class OutboundPlugin:
             workers=self.workers or None,
             outside_blocked=self.outside_blocked(),
             unwatched=self.unwatched(),
+            internal_errors=self.internal_errors(),
         )
 
     def _report_path(self) -> str | None:
@@ -1210,6 +1229,8 @@ class OutboundPlugin:
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "outbound")
         for line in summary_lines(self.mode, self.destinations(), self.records(), verbose=verbose):
+            write(line)
+        for line in internal_error_lines(self.mode, [w for w, _ in self.internal_errors()]):
             write(line)
         for line in unwatched_lines(self.unwatched()):
             write(line)

@@ -96,6 +96,9 @@ class OutboundRequest:
     resolved_names: tuple[str, ...] = field(default=(), repr=False)
     #: Set when offline mode forbids any real connection (the socket/DNS backstop).
     offline: bool = field(default=False, repr=False)
+    #: The body is a stream, not read yet: judged on everything else now, and on the bytes
+    #: as they were sent when the stream has passed (``_interceptors._body``).
+    streamed: bool = field(default=False, repr=False)
     #: ``headers_key(headers)``, when the interceptor knew it already (``decide``'s memo).
     _headers_key: HeadersKey | None = field(default=None, init=False, repr=False, compare=False)
 

@@ -25,7 +25,13 @@ from urllib.parse import urlsplit, urlunsplit
 from pytest_outbound._errors import OutboundError, PolicyError
 from pytest_outbound._policy import Destination, Payload
 from pytest_outbound._record import VIOLATION, Fields, OutboundRequest
-from pytest_outbound._summary import CHILD, destination_uses, summary_lines, unwatched_lines
+from pytest_outbound._summary import (
+    CHILD,
+    destination_uses,
+    internal_error_lines,
+    summary_lines,
+    unwatched_lines,
+)
 
 SCHEMA_VERSION = 1
 REDACTED = "<redacted>"
@@ -58,13 +64,14 @@ def build_report(
     workers: Mapping[str, str] | None = None,
     outside_blocked: int = 0,
     unwatched: Mapping[str, int] | None = None,
+    internal_errors: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """The report as plain JSON data; the same input always gives the same JSON text.
 
     Destinations keep policy order and requests keep recorded order; everything else whose
     order carries no meaning (tests, undocumented hosts, workers) is sorted. ``unwatched``:
     child processes that ran unwatched, per program (the key is left out when there were
-    none).
+    none). ``internal_errors``: the plugin's own failures, (what it judged, the traceback).
     """
     uses = destination_uses(destinations, records)
     undocumented = sorted({r.host for r in records if r.destination is None and r.client != CHILD})
@@ -87,6 +94,8 @@ def build_report(
         },
         "workers": {wid: (workers or {})[wid] for wid in sorted(workers or {})},
     }
+    if internal_errors:
+        report["internal_errors"] = [{"what": w, "traceback": t} for w, t in internal_errors]
     if unwatched:
         report["unwatched_children"] = {name: unwatched[name] for name in sorted(unwatched)}
     return report
@@ -410,6 +419,8 @@ def summary_text(report: Mapping[str, Any], *, verbose: bool = False) -> list[st
         lines.append(
             f"{blocked} request(s) outside any test were blocked (enforce): the session fails"
         )
+    internal = report.get("internal_errors", [])
+    lines.extend(internal_error_lines(report["mode"], [e["what"] for e in internal]))
     lines.extend(unwatched_lines(report.get("unwatched_children", {})))
     crashed = {w: s for w, s in report.get("workers", {}).items() if s != "ok"}
     if crashed:

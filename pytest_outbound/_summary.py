@@ -92,6 +92,23 @@ def unwatched_lines(counts: Mapping[str, int]) -> list[str]:
     return lines
 
 
+def internal_error_lines(mode: str, what: Sequence[str]) -> list[str]:
+    """The plugin's own failures, if any: each request it could not judge, named once."""
+    if not what:
+        return []
+    outcome = "blocked" if mode == "enforce" else "let through unjudged"
+    named = list(dict.fromkeys(what))
+    lines = [
+        f"pytest-outbound failed judging {len(what)} request(s) ({outcome}); this is a bug"
+        " in the plugin: please report it with the tracebacks from the JSON report"
+        " (--outbound-report)"
+    ]
+    lines.extend(f"  {text}" for text in named[:5])
+    if len(named) > 5:
+        lines.append(f"  ... and {len(named) - 5} more")
+    return lines
+
+
 def coverage_sentence(exercised: int, documented: int) -> str:
     """``5 of 7 documented destinations were exercised``."""
     noun = "destination was" if documented == 1 else "destinations were"

@@ -341,7 +341,7 @@ def test_assert_payload_helper(suite: pytest.Pytester) -> None:
     suite.runpytest().assert_outcomes(passed=1)
 
 
-def test_streaming_bodies_are_seen_and_still_sent_whole(suite: pytest.Pytester) -> None:
+def test_streaming_bodies_are_left_to_the_client_and_seen_as_they_pass(suite: pytest.Pytester) -> None:
     suite.makeconftest(
         """
         from pytest_outbound import Destination, Payload
@@ -368,9 +368,12 @@ def test_streaming_bodies_are_seen_and_still_sent_whole(suite: pytest.Pytester) 
             requests.post("https://upload.example/v1", data=chunks(), headers=headers)
             requests.post("https://upload.example/v1", data=io.BytesIO(DOC), headers=headers)
             sent = [c.request.body for c in mocked.calls]
-            assert b"".join(sent[0]) == DOC          # the generator's chunks, all of them
-            assert sent[1] == DOC                    # responses read the file: it was rewound
-            assert [set(r.fields) for r in outbound.requests] == [{"version", "installationId"}] * 2
+            assert b"".join(sent[0]) == DOC          # the generator's chunks, none read before
+            assert sent[1] == DOC                    # responses read the file: it was put back
+            # the mock never read the generator: nothing of it was sent, nor judged; the file
+            # was read where it stood and judged before anything was sent
+            assert [set(r.fields) for r in outbound.requests] == [
+                set(), {"version", "installationId"}]
 
         @respx.mock
         def test_httpx_sync_and_async_streams(outbound):

@@ -18,7 +18,6 @@ import functools
 import importlib
 import importlib.machinery
 import importlib.util
-import io
 import operator
 import sys
 import threading
@@ -27,8 +26,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from pytest_outbound._errors import OutboundBlocked
+from pytest_outbound._guard import HOOK_RAISED as _HOOK_RAISED
 from pytest_outbound._guard import Guard
 from pytest_outbound._hosts import HostError, default_port, peer_from_url
+from pytest_outbound._interceptors._body import BodyWatch, in_memory, peek
 from pytest_outbound._record import HeadersKey, build_request
 
 if TYPE_CHECKING:
@@ -490,30 +492,51 @@ def judge(
     callers: int = 1,
 ) -> tuple[object, Stub | None]:
     """Build the record of a request about to be sent and judge it (``OutboundBlocked`` in
-    enforce). Returns the body to send in place of ``body`` (see ``capture_body``) and the stub
-    that answers the request, if any.
+    enforce). Returns ``body`` itself, never read ahead of the client (a stream is watched as
+    it is sent: ``_body``), and the stub that answers the request, if any.
 
     ``texts``, ``headers_key``: what the interceptor knows of the headers (``build_request``).
     ``callers``: how many frames above this one are the interceptor's own (this package's);
-    the search for the call site starts above them (``Guard.observe``'s ``skip``)."""
+    the search for the call site starts above them (``Guard.observe``'s ``skip``).
+
+    A failure of the plugin's own code here is not the caller's: in audit the request goes
+    on, unjudged, and the summary reports the failure; in enforce it is blocked (what cannot
+    be judged is not let through)."""
     __tracebackhide__ = True
-    if body.__class__ is bytes:
-        data: bytes = body
-    else:
-        data, body = capture_body(body)
-    record = build_request(
-        method,
-        url,
-        headers=headers,
-        body=data,
-        client=client,
-        texts=texts,
-        headers_key=headers_key,
-        body_limit=guard.body_limit,
-        written_url=written_url,
-    )
-    if not guard.observe(record, skip=callers + 1):  # this frame and its callers: ours
+    try:
+        data = body if body.__class__ is bytes else in_memory(body)
+        if data is None:
+            data = peek(body, guard.body_limit)
+        record = build_request(
+            method,
+            url,
+            headers=headers,
+            body=data,
+            client=client,
+            texts=texts,
+            headers_key=headers_key,
+            body_limit=guard.body_limit,
+            written_url=written_url,
+        )
+        if data is None:
+            record.streamed = True
+    except Exception as exc:
+        _internal(guard, method, url, client, exc)
         return body, None
+    hooks_before = _HOOK_RAISED.get()
+    try:
+        judged = guard.observe(record, skip=callers + 1)  # this frame and its callers: ours
+    except OutboundBlocked:
+        raise
+    except Exception as exc:
+        if _raised_by_hook(exc, hooks_before):
+            raise  # user code (a ``pytest_outbound_*`` hook): its exception is its own
+        _internal(guard, method, url, client, exc)
+        return body, None
+    if not judged:
+        return body, None
+    if data is None:
+        BodyWatch.start(guard, record, body)
     scope = guard.scope
     if scope is None or not scope.stubs:  # ``stub_for``'s own first test, without the call
         return body, None
@@ -523,6 +546,26 @@ def judge(
     return body, stub
 
 
+def _raised_by_hook(error: BaseException, before: object) -> bool:
+    raised = _HOOK_RAISED.get()
+    return raised is not before and raised is error
+
+
+def _internal(guard: Guard, method: str, url: str, client: str, error: Exception) -> None:
+    """The plugin failed judging a request: in enforce it is blocked, in audit it goes on."""
+    __tracebackhide__ = True
+    guard.internal_error(f"{method} {url} (client: {client})", error)
+    if guard.enforcing:
+        raise OutboundBlocked(
+            f"outbound request blocked: {method} {url} (client: {client})\n"
+            f"  why:  pytest-outbound failed judging it ({type(error).__name__}: {error});"
+            " what it cannot judge it does not let through. Please report this.",
+            url=url,
+            client=client,
+            reasons=("internal-error",),
+        ) from error
+
+
 @contextmanager
 def judged_above(marker: object) -> Iterator[None]:
     token = JUDGED_ABOVE.set(marker)
@@ -530,46 +573,6 @@ def judged_above(marker: object) -> Iterator[None]:
         yield
     finally:
         JUDGED_ABOVE.reset(token)
-
-
-def as_bytes(chunk: object) -> bytes:
-    if isinstance(chunk, bytes):
-        return chunk
-    if isinstance(chunk, str):
-        return chunk.encode("utf-8")
-    if isinstance(chunk, bytearray | memoryview):
-        return bytes(chunk)
-    return b""
-
-
-def capture_body(body: object) -> tuple[bytes, object]:
-    """The bytes a body will send, and an equivalent body to send in its place.
-
-    bytes/str are kept as they are. A file is read and rewound (or, when it cannot seek,
-    replaced by an in-memory copy); a generator or other iterable is drained and replaced by an
-    iterator over the same chunks, so the transport or mock still receives every byte.
-    """
-    if body is None or isinstance(body, bytes | str | bytearray | memoryview):
-        return as_bytes(body), body
-    read = getattr(body, "read", None)
-    if callable(read):
-        try:
-            start: int | None = body.tell()  # type: ignore[attr-defined]
-        except (OSError, AttributeError, ValueError):
-            start = None
-        data = as_bytes(read())
-        if start is not None:
-            try:
-                body.seek(start)  # type: ignore[attr-defined]
-                return data, body
-            except (OSError, ValueError):
-                pass
-        return data, io.BytesIO(data)
-    try:
-        chunks = list(body)  # type: ignore[call-overload]
-    except TypeError:
-        return b"", body
-    return b"".join(as_bytes(c) for c in chunks), iter(chunks)
 
 
 def url_of(scheme: str, host: str, port: int | None, target: str) -> str:

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import JUDGED_ABOVE, Patches, as_bytes, judge, judged_above
+from pytest_outbound._interceptors import JUDGED_ABOVE, Patches, judge, judged_above
+from pytest_outbound._interceptors._body import as_bytes
 
 
 def _payload_bytes(body: Any) -> bytes:

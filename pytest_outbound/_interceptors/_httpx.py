@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import Patches, ambiguous, judge
+from pytest_outbound._interceptors._body import BodyWatch, watch_of
 from pytest_outbound._record import HeadersKey, headers_key
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ def _url_text(url: Any) -> tuple[str, str | None]:
     return text, None
 
 
-def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
+def _judge(guard: Guard, request: Any, body: object) -> Stub | None:
     url, written_url = _url_text(request.url)
     if _BUILD_WRAPPED and written_url is None:  # the written URL may be an extension
         written = request.extensions.get(_WRITTEN_EXTENSION)
@@ -214,6 +215,65 @@ def _judge(guard: Guard, request: Any, body: bytes) -> Stub | None:
         callers=2,  # this function and send_single(_async)
     )
     return stub
+
+
+def _body_of(request: Any) -> object:
+    """The request's body: its bytes when httpx holds them (``content=``, ``data=``,
+    ``json=``, which httpx reads as the request is built), else its stream, which is not read
+    here: httpx sends it as the caller made it, and the watch sees it pass (``_tee_classes``)."""
+    content = request.__dict__.get("_content")
+    return content if content.__class__ is bytes else request.stream
+
+
+def _tee_classes(httpx: Any) -> Any:
+    """``tee_for(stream, watch)``: a stream of the same kinds (sync, async or both) as
+    ``stream`` that yields its chunks as they are read, each fed to ``watch``. Only the kinds
+    matter to httpx (a sync client refuses an async-only stream); the chunks, their timing,
+    the errors (``StreamConsumed`` when a stream cannot be sent twice) are the stream's own.
+    The request has its own stream back once it has been sent."""
+    sync_base, async_base = httpx.SyncByteStream, httpx.AsyncByteStream
+
+    class _Tee:
+        def __init__(self, stream: Any, watch: BodyWatch) -> None:
+            self._stream = stream
+            self._watch = watch
+
+    class SyncTee(_Tee, sync_base):  # type: ignore[misc, valid-type]
+        def __iter__(self) -> Any:
+            watch = self._watch
+            for chunk in self._stream:
+                watch.feed(chunk)
+                yield chunk
+            watch.ended()
+
+        def close(self) -> None:
+            self._stream.close()
+
+    class AsyncTee(_Tee, async_base):  # type: ignore[misc, valid-type]
+        async def __aiter__(self) -> Any:
+            watch = self._watch
+            async for chunk in self._stream:
+                watch.feed(chunk)
+                yield chunk
+            watch.ended()
+
+        async def aclose(self) -> None:
+            await self._stream.aclose()
+
+    class BothTee(SyncTee, AsyncTee):
+        pass
+
+    def tee_for(stream: Any, watch: BodyWatch) -> Any:
+        sync, asynchronous = isinstance(stream, sync_base), isinstance(stream, async_base)
+        if sync and asynchronous:
+            return BothTee(stream, watch)
+        if asynchronous:
+            return AsyncTee(stream, watch)
+        if sync:
+            return SyncTee(stream, watch)
+        return stream  # not httpx's kind of stream: httpx refuses it itself
+
+    return tee_for
 
 
 def _remember_classes(parts_class: type) -> type | None:
@@ -258,30 +318,53 @@ def install(guard: Guard, patches: Patches) -> None:
     sync_transport = httpx.Client._transport_for_url
     async_transport = httpx.AsyncClient._transport_for_url
 
+    tee_for = _tee_classes(httpx)
+
     def send_single(self: httpx.Client, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
-        if guard.active:
-            # A streaming body is read once into a replayable ByteStream (httpx's own read()).
-            stub = _judge(guard, request, request.read())
-            if stub is not None:
-                token = stub_transport.set(stub.transport)
-                try:
-                    return sync_send(self, request)
-                finally:
-                    stub_transport.reset(token)
-        return sync_send(self, request)
+        if not guard.active:
+            return sync_send(self, request)
+        body = _body_of(request)
+        stub = _judge(guard, request, body)
+        watch = None if body.__class__ is bytes else watch_of(body)
+        token = None if stub is None else stub_transport.set(stub.transport)
+        try:
+            if watch is None:
+                return sync_send(self, request)
+            stream = request.stream
+            tee = request.stream = tee_for(stream, watch)
+            try:
+                return sync_send(self, request)
+            finally:
+                if request.stream is tee:  # (a mock that read it put httpx's ByteStream there)
+                    request.stream = stream
+                watch.finish()
+        finally:
+            if token is not None:
+                stub_transport.reset(token)
 
     async def send_single_async(self: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
-        if guard.active:
-            stub = _judge(guard, request, await request.aread())
-            if stub is not None:
-                token = stub_transport.set(stub.transport)
-                try:
-                    return await async_send(self, request)
-                finally:
-                    stub_transport.reset(token)
-        return await async_send(self, request)
+        if not guard.active:
+            return await async_send(self, request)
+        body = _body_of(request)
+        stub = _judge(guard, request, body)
+        watch = None if body.__class__ is bytes else watch_of(body)
+        token = None if stub is None else stub_transport.set(stub.transport)
+        try:
+            if watch is None:
+                return await async_send(self, request)
+            stream = request.stream
+            tee = request.stream = tee_for(stream, watch)
+            try:
+                return await async_send(self, request)
+            finally:
+                if request.stream is tee:
+                    request.stream = stream
+                watch.finish()
+        finally:
+            if token is not None:
+                stub_transport.reset(token)
 
     def merge_url(self: Any, url: Any) -> httpx.URL:
         """``build_request``'s first step: the merged URL carries the URL as written when it

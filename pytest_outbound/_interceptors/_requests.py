@@ -12,6 +12,7 @@ from pytest_outbound._interceptors import (
     ambiguous,
     judge,
 )
+from pytest_outbound._interceptors._body import finished
 
 
 def install(guard: Guard, patches: Patches) -> None:
@@ -35,8 +36,8 @@ def install(guard: Guard, patches: Patches) -> None:
 
     def send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        if not guard.active:
-            return original(self, request, **kwargs)
+        if not guard.active or not isinstance(request, requests.PreparedRequest):
+            return original(self, request, **kwargs)  # (requests refuses anything else itself)
         written = WRITTEN_URL.get()
         if written is not None:  # the first hop's only: redirect hops are judged as sent
             WRITTEN_URL.set(None)
@@ -59,6 +60,8 @@ def install(guard: Guard, patches: Patches) -> None:
             return original(self, request, **kwargs)
         finally:
             JUDGED_ABOVE.reset(token)
+            if request.body is not None and request.body.__class__ is not bytes:
+                finished(request.body)
 
     patches.patch(requests.Session, "send", send)
     patches.patch(requests.Session, "request", request)

@@ -34,6 +34,7 @@ from pytest_outbound._interceptors import (
     judged_above,
     url_of,
 )
+from pytest_outbound._interceptors._body import finished, watch_of
 
 if TYPE_CHECKING:
     import http.client
@@ -105,6 +106,7 @@ def install_http_client(guard: Guard, patches: Patches) -> None:
     original_request = connection.request
     original_putrequest = connection.putrequest
     original_endheaders = connection.endheaders
+    original_send_output = connection._send_output  # type: ignore[attr-defined]
 
     def request(
         self: http.client.HTTPConnection,
@@ -131,6 +133,7 @@ def install_http_client(guard: Guard, patches: Patches) -> None:
             return original_request(self, method, url, body, headers, **kwargs)
         finally:
             JUDGED_ABOVE.reset(token)
+            finished(body)
 
     def putrequest(
         self: http.client.HTTPConnection, method: str, url: str, *args: Any, **kwargs: Any
@@ -174,11 +177,39 @@ def install_http_client(guard: Guard, patches: Patches) -> None:
             if isinstance(buffer, list):
                 buffer.clear()
             raise
-        return original_endheaders(self, message_body, **kwargs)
+        try:
+            return original_endheaders(self, message_body, **kwargs)
+        finally:
+            finished(message_body)
+
+    def send_output(
+        self: http.client.HTTPConnection, message_body: Any = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Where http.client sends a body: a streamed one is watched as each chunk goes out
+        (``_body``), read exactly as http.client reads it."""
+        watch = None if message_body is None else watch_of(message_body)
+        read_readable = getattr(self, "_read_readable", None)
+        if watch is None or read_readable is None:
+            return original_send_output(self, message_body, *args, **kwargs)
+        if hasattr(message_body, "read"):
+            chunks = read_readable(message_body)
+        else:
+            try:
+                view = memoryview(message_body)
+            except TypeError:
+                if not hasattr(type(message_body), "__iter__"):
+                    return original_send_output(self, message_body, *args, **kwargs)
+                chunks = _lazily(message_body)
+            else:  # a buffer, sent whole
+                watch.feed(view)
+                watch.ended()
+                return original_send_output(self, message_body, *args, **kwargs)
+        return original_send_output(self, watch.tee(chunks), *args, **kwargs)
 
     patches.patch(connection, "request", request)
     patches.patch(connection, "putrequest", putrequest)
     patches.patch(connection, "endheaders", endheaders)
+    patches.patch(connection, "_send_output", send_output)
 
 
 def install_urllib_request(guard: Guard, patches: Patches) -> None:
@@ -203,10 +234,19 @@ def install_urllib_request(guard: Guard, patches: Patches) -> None:
             body=req.data,
             client=CLIENT,
         )
-        with judged_above(req):
-            return original_do_open(self, http_class, req, **kwargs)
+        try:
+            with judged_above(req):
+                return original_do_open(self, http_class, req, **kwargs)
+        finally:
+            finished(req.data)
 
     patches.patch(urllib.request.AbstractHTTPHandler, "do_open", do_open)
+
+
+def _lazily(body: Any) -> Any:
+    """``body``'s chunks, its iterator made only when the first is asked for (as
+    http.client makes it, after the headers went out)."""
+    yield from body
 
 
 def install_vcr(guard: Guard, patches: Patches) -> None:

@@ -27,9 +27,11 @@ from pytest_outbound._interceptors import (
     take_written_url,
     url_of,
 )
+from pytest_outbound._interceptors._body import finished, watch_of
 
 
 def install(guard: Guard, patches: Patches) -> None:
+    import urllib3.connection
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool
     from urllib3.poolmanager import PoolManager
@@ -74,8 +76,11 @@ def install(guard: Guard, patches: Patches) -> None:
             client="urllib3",
             written_url=take_written_url(),
         )
-        with judged_above(("urllib3", self, url)):
-            return original(self, method, url, body, headers, *args, **kwargs)
+        try:
+            with judged_above(("urllib3", self, url)):
+                return original(self, method, url, body, headers, *args, **kwargs)
+        finally:
+            finished(body)
 
     def connection_request(
         self: HTTPConnection,
@@ -103,7 +108,27 @@ def install(guard: Guard, patches: Patches) -> None:
             return original_connection_request(self, method, url, body, headers, *args, **kwargs)
         finally:
             JUDGED_ABOVE.reset(token)
+            finished(body)
 
+    original_chunks = getattr(urllib3.connection, "body_to_chunks", None)
+
+    def body_to_chunks(body: Any, *args: Any, **kwargs: Any) -> Any:
+        """Where a connection's ``request`` turns its body into the chunks it sends: a
+        streamed body is watched as each chunk is sent (``_body``)."""
+        result = original_chunks(body, *args, **kwargs)  # type: ignore[misc]
+        watch = None if body is None else watch_of(body)
+        chunks = getattr(result, "chunks", None)
+        if watch is None or chunks is None:
+            return result
+        if isinstance(chunks, tuple):  # the body held in memory after all (a buffer)
+            for chunk in chunks:
+                watch.feed(chunk)
+            watch.ended()
+            return result
+        return result._replace(chunks=watch.tee(chunks))
+
+    if original_chunks is not None:  # urllib3 2; 1.x sends through http.client's, judged there
+        patches.patch(urllib3.connection, "body_to_chunks", body_to_chunks)
     patches.patch(HTTPConnectionPool, "urlopen", urlopen)
     patches.patch(PoolManager, "urlopen", manager_urlopen)
     patches.patch(HTTPConnection, "request", connection_request)
