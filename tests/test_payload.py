@@ -341,7 +341,9 @@ def test_assert_payload_helper(suite: pytest.Pytester) -> None:
     suite.runpytest().assert_outcomes(passed=1)
 
 
-def test_streaming_bodies_are_left_to_the_client_and_seen_as_they_pass(suite: pytest.Pytester) -> None:
+def test_streaming_bodies_are_left_to_the_client_and_seen_as_they_pass(
+    suite: pytest.Pytester,
+) -> None:
     suite.makeconftest(
         """
         from pytest_outbound import Destination, Payload

@@ -281,9 +281,7 @@ def test_upload(server, outbound):
     assert (len(record.body), record.body_size) == (1000, 1 << 20)
 """
     )
-    result = suite.runpytest(
-        "-p", "no:randomly", *RUNS["audit"], "-o", "outbound_body_limit=1000"
-    )
+    result = suite.runpytest("-p", "no:randomly", *RUNS["audit"], "-o", "outbound_body_limit=1000")
     result.assert_outcomes(passed=1)
 
 
