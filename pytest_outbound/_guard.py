@@ -367,6 +367,22 @@ class Guard:
         with self._lock:
             self.internal_errors.append((what, text))
 
+    def blocked_unjudged(self, method: str, url: str, client: str, error: OutboundBlocked) -> None:
+        """A request the plugin failed to judge is blocked (enforce): counted like any block,
+        so that code which swallows the exception does not hide it."""
+        scope, late = self._attribution()
+        if scope is not None and not late:
+            scope.pending.append(error)
+            return
+        record = OutboundRequest(method, url, "", "", None, "", "", {}, client=client)
+        record.verdict, record.reasons = VIOLATION, ["internal-error"]
+        record.phase = self.outside_phase
+        with self._lock:
+            self.records.append(record)
+            self.outside_blocked.append(record)
+        if self.on_outside_block is not None:
+            self.on_outside_block(record)
+
     def observe_low(self, request: OutboundRequest, names: Iterable[str] = ()) -> None:
         """Judge a socket or DNS record (the backstop's) with ``observe``.
 

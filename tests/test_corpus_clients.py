@@ -1,8 +1,9 @@
 """The host corpus through the real clients: requests, httpx and urllib3 inside pytest.
 
 Each case runs in a test whose only permitted destination is the case's pattern. Below the
-interceptor, where a mock or the network would take over, the client is made to raise
-``NotSent``. So ``NotSent`` means "the plugin let it go", ``OutboundBlocked`` means "blocked",
+interceptor, where a mock or the network would take over (for httpx, where httpcore would open
+a connection: a URL httpx's transport refuses itself never gets that far), the client is made
+to raise ``NotSent``. So ``NotSent`` means "the plugin let it go", ``OutboundBlocked`` means "blocked",
 and any other error is the client refusing the URL itself. The property: a violation never gets
 as far as ``NotSent``, and an allowed URL is never blocked.
 """
@@ -18,7 +19,7 @@ URL_CASES = [case for case in CASES if case.is_url]
 
 INNER = """
 import json, pathlib
-import httpx, pytest, requests, urllib3
+import httpcore, httpx, pytest, requests, urllib3
 from pytest_outbound import OutboundBlocked
 
 CASES = json.loads(pathlib.Path("cases.json").read_text())
@@ -32,7 +33,9 @@ def not_sent(*args, **kwargs):
 @pytest.fixture(autouse=True)
 def below_the_interceptor(monkeypatch):
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", not_sent)
-    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", not_sent)
+    # beneath httpx's transport and httpcore's own checks (it refuses a URL without a scheme
+    # or host itself): where a connection would be opened
+    monkeypatch.setattr(httpcore._backends.sync.SyncBackend, "connect_tcp", not_sent)
     monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "_get_conn", not_sent)
 
 SEND = {

@@ -556,14 +556,16 @@ def _internal(guard: Guard, method: str, url: str, client: str, error: Exception
     __tracebackhide__ = True
     guard.internal_error(f"{method} {url} (client: {client})", error)
     if guard.enforcing:
-        raise OutboundBlocked(
+        blocked = OutboundBlocked(
             f"outbound request blocked: {method} {url} (client: {client})\n"
             f"  why:  pytest-outbound failed judging it ({type(error).__name__}: {error});"
             " what it cannot judge it does not let through. Please report this.",
             url=url,
             client=client,
             reasons=("internal-error",),
-        ) from error
+        )
+        guard.blocked_unjudged(method, url, client, blocked)
+        raise blocked from error
 
 
 @contextmanager

@@ -217,6 +217,19 @@ def _judge(guard: Guard, request: Any, body: object) -> Stub | None:
     return stub
 
 
+#: The schemes httpx's own transport sends (httpcore's: ws and wss too, for WebSocket
+#: clients built on httpx); it refuses any other, and a URL without a host.
+_SENT_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+
+
+def _refused(url: Any) -> bool:
+    """Whether httpx's transport refuses ``url`` itself (``UnsupportedProtocol``): no scheme,
+    another scheme, no host. Nothing of such a request can leave through httpx, so it is not
+    judged and the caller gets httpx's own exception. (A transport of the code's own that
+    answers it anyway connects, if it does, through a socket: judged there.)"""
+    return url.scheme not in _SENT_SCHEMES or not url.raw_host
+
+
 def _body_of(request: Any) -> object:
     """The request's body: its bytes when httpx holds them (``content=``, ``data=``,
     ``json=``, which httpx reads as the request is built), else its stream, which is not read
@@ -322,7 +335,7 @@ def install(guard: Guard, patches: Patches) -> None:
 
     def send_single(self: httpx.Client, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
-        if not guard.active:
+        if not guard.active or _refused(request.url):
             return sync_send(self, request)
         body = _body_of(request)
         stub = _judge(guard, request, body)
@@ -345,7 +358,7 @@ def install(guard: Guard, patches: Patches) -> None:
 
     async def send_single_async(self: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
-        if not guard.active:
+        if not guard.active or _refused(request.url):
             return await async_send(self, request)
         body = _body_of(request)
         stub = _judge(guard, request, body)

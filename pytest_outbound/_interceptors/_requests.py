@@ -36,8 +36,12 @@ def install(guard: Guard, patches: Patches) -> None:
 
     def send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        if not guard.active or not isinstance(request, requests.PreparedRequest):
-            return original(self, request, **kwargs)  # (requests refuses anything else itself)
+        if (
+            not guard.active
+            or not isinstance(request, requests.PreparedRequest)  # requests refuses it itself
+            or _refused(self, request.url)
+        ):
+            return original(self, request, **kwargs)
         written = WRITTEN_URL.get()
         if written is not None:  # the first hop's only: redirect hops are judged as sent
             WRITTEN_URL.set(None)
@@ -65,6 +69,19 @@ def install(guard: Guard, patches: Patches) -> None:
 
     patches.patch(requests.Session, "send", send)
     patches.patch(requests.Session, "request", request)
+
+
+def _refused(session: Any, url: object) -> bool:
+    """Whether requests refuses ``url`` itself, as it picks the adapter (``InvalidSchema``: no
+    adapter is mounted for its scheme). Nothing of such a request can leave, so it is not
+    judged and the caller gets requests' own exception."""
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        return False  # the adapters requests mounts itself (the hot path: no lookup)
+    try:
+        session.get_adapter(url=url)
+    except Exception:
+        return True
+    return False
 
 
 def install_requests_mock(guard: Guard, patches: Patches) -> None:

@@ -1,0 +1,135 @@
+"""What a client refuses on its own gets the client's own exception, in every mode (issue 22).
+
+A URL with no scheme, another scheme or no host, and an object the client does not send (an
+unprepared ``requests.Request``): nothing of it can leave, so there is nothing to judge or to
+block. Each case runs without the plugin, in audit, and in enforce with no policy: the same
+exception every time, and no record. The network namespace of the test run makes sure nothing
+could have left anyway.
+
+And a failure of the plugin's own judging code is the plugin's: in audit the request goes on
+and the summary and the report say so; in enforce it is blocked (what cannot be judged is not
+let through).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+#: case -> (the call, the exception the client raises itself)
+REFUSED = {
+    "httpx-relative-url": ("httpx.get('/status')", "httpx.UnsupportedProtocol"),
+    "httpx-no-scheme": ("httpx.get('example.com/status')", "httpx.UnsupportedProtocol"),
+    "httpx-ftp": ("httpx.get('ftp://example.com/')", "httpx.UnsupportedProtocol"),
+    "httpx-no-host": ("httpx.get('http:///status')", "httpx.UnsupportedProtocol"),
+    "httpx-async-no-host": (
+        "asyncio.run(httpx.AsyncClient().get('https:///status'))",
+        "httpx.UnsupportedProtocol",
+    ),
+    "requests-ftp": ("requests.get('ftp://example.com/')", "requests.exceptions.InvalidSchema"),
+    "requests-unprepared": (
+        "requests.Session().send(requests.Request('GET', 'https://example.com/'))",
+        "ValueError",
+    ),
+    "requests-no-host": ("requests.get('http:///status')", "requests.exceptions.InvalidURL"),
+    "urllib3-ftp": (
+        "urllib3.request('GET', 'ftp://example.com/')",
+        "urllib3.exceptions.URLSchemeUnknown",
+    ),
+}
+
+RUNS = {
+    "without the plugin": ("-p", "no:outbound"),
+    "audit": ("-o", "outbound_mode=audit"),
+    "enforce": ("-o", "outbound_mode=enforce"),
+}
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_the_client_refuses_it_itself(pytester: pytest.Pytester, case: str, run: str) -> None:
+    call, error = REFUSED[case]
+    pytester.makepyfile(
+        f"""
+        import asyncio, httpx, pytest, requests, urllib3
+
+        def test_refused(request):
+            with pytest.raises({error}):
+                {call}
+            if request.config.pluginmanager.has_plugin("outbound"):
+                assert request.getfixturevalue("outbound").requests == []
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", *RUNS[run])
+    result.assert_outcomes(passed=1)
+
+
+INTERNAL_FAILURE = """
+import pytest
+import pytest_outbound._interceptors as interceptors
+
+
+@pytest.fixture(autouse=True)
+def broken_plugin(monkeypatch):
+    def build_request(*args, **kwargs):
+        raise RuntimeError("the plugin's own bug")
+
+    monkeypatch.setattr(interceptors, "build_request", build_request)
+"""
+
+
+def test_a_failure_of_the_plugin_in_audit_is_reported_not_raised(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(INTERNAL_FAILURE)
+    pytester.makepyfile(
+        """
+        import httpx, respx
+
+        @respx.mock
+        def test_request():
+            respx.get("https://api.example.com/v1").respond(200, text="ok")
+            assert httpx.get("https://api.example.com/v1").text == "ok"
+        """
+    )
+    result = pytester.runpytest(
+        "-p", "no:randomly", "-o", "outbound_mode=audit", "--outbound-report", "report.json"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-outbound failed judging 1 request(s) (let through unjudged); this is a bug*",
+            "  GET https://api.example.com/v1 (client: httpx)",
+        ]
+    )
+    report = json.loads((pytester.path / "report.json").read_text())
+    [error] = report["internal_errors"]
+    assert error["what"] == "GET https://api.example.com/v1 (client: httpx)"
+    assert "RuntimeError: the plugin's own bug" in error["traceback"]
+
+
+def test_a_failure_of_the_plugin_in_enforce_blocks_the_request(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(INTERNAL_FAILURE)
+    pytester.makepyfile(
+        """
+        import httpx, pytest, respx
+        from pytest_outbound import OutboundBlocked
+
+        @respx.mock
+        def test_request():
+            route = respx.get("https://api.example.com/v1").respond(200)
+            with pytest.raises(OutboundBlocked, match="failed judging it"):
+                httpx.get("https://api.example.com/v1")
+            assert not route.called
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "-o", "outbound_mode=enforce")
+    result.assert_outcomes(failed=1)  # the block was caught: the test fails all the same
+    result.stdout.fnmatch_lines(
+        [
+            "*outbound request blocked: GET https://api.example.com/v1 (client: httpx)*",
+            "*pytest-outbound failed judging it (RuntimeError: the plugin's own bug)*",
+            "pytest-outbound failed judging 1 request(s) (blocked)*",
+        ]
+    )
