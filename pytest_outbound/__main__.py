@@ -1,12 +1,17 @@
 """``python -m pytest_outbound``: work with policies and reports without running tests.
 
-    docs POLICY... [-o OUT] [--title T] [--check]   render the documentation page
-    check POLICY...                                 validate policy files
+    docs [POLICY...] [--report R] [-o OUT] [--title T] [--check [PAGE]]
+                                        render the documentation page (with --report, the
+                                        page a full run would write, from its evidence)
+    check [POLICY...] [--report R --require-coverage]
+                                        validate policy files; judge coverage on a report
+    merge REPORT... -o OUT              one report from many (CI shards)
     report REPORT.json [--format text|markdown]     summarise a saved report
 
-Exit status: 0 success; 1 ``docs --check`` found the page out of date; 2 usage errors, invalid
-policies, or a missing/invalid report. Errors are single lines (``file:line: message``), never
-tracebacks.
+Exit status: 0 success; 1 ``docs --check`` found the page out of date, or ``check`` found
+documented destinations no test exercised; 2 usage errors, invalid policies, or a
+missing/invalid report, or reports that cannot be merged. Errors are single lines
+(``file:line: message``), never tracebacks.
 """
 
 from __future__ import annotations
@@ -15,13 +20,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from pytest_outbound._docs import DEFAULT_TITLE, docs_diff, render_docs
+from pytest_outbound._docs import (
+    DEFAULT_TITLE,
+    docs_diff,
+    evidence_from_records,
+    render_docs,
+)
 from pytest_outbound._errors import PolicyError
 from pytest_outbound._policy import Policy
 from pytest_outbound._report import (
     ReportError,
+    destination_from_json,
+    dumps_report,
     load_report,
+    request_from_json,
     summary_markdown,
     summary_text,
     write_text_atomic,
@@ -40,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: choose a command: docs, check or report", file=sys.stderr)
+        print(f"{PROG}: error: choose a command: docs, check, merge or report", file=sys.stderr)
         return 2
     command: int = args.run(args)
     return command
@@ -56,26 +70,60 @@ def _parser() -> argparse.ArgumentParser:
 
     docs = sub.add_parser(
         "docs",
-        help="render the documentation page from policy files",
-        description="Render the Markdown page of the documented destinations (no tests run).",
+        help="render the documentation page from policy files or a report",
+        description=(
+            "Render the Markdown page of the documented destinations (no tests run). With"
+            " --report, the page a full run would write: the report's evidence of which tests"
+            " exercised each destination (a merged report's too); the destinations are the"
+            " report's unless POLICY files are named. Without it, the page says it holds the"
+            " policy alone."
+        ),
     )
-    docs.add_argument("policies", nargs="+", metavar="POLICY", help="TOML policy file(s)")
+    docs.add_argument("policies", nargs="*", metavar="POLICY", help="TOML policy file(s)")
+    docs.add_argument("--report", metavar="R", help="a run's (or a merged) JSON report")
     docs.add_argument("-o", "--output", metavar="OUT", help="write the page here (atomically)")
     docs.add_argument("--title", default=DEFAULT_TITLE, help=f'page title ("{DEFAULT_TITLE}")')
     docs.add_argument(
         "--check",
-        action="store_true",
-        help="do not write: exit 1 with a diff if OUT is not the page the policy gives",
+        nargs="?",
+        const="",
+        metavar="PAGE",
+        help="do not write: exit 1 with a diff if PAGE (or OUT) is not the page rendered",
     )
     docs.set_defaults(run=_docs)
 
     check = sub.add_parser(
         "check",
-        help="validate policy files",
-        description="Validate policy files; print every error as file:line: message.",
+        help="validate policy files; judge coverage on a report",
+        description=(
+            "Validate policy files; print every error as file:line: message. With --report"
+            " and --require-coverage, fail when a documented destination was exercised by no"
+            " test of that (merged) report."
+        ),
     )
-    check.add_argument("policies", nargs="+", metavar="POLICY", help="TOML policy file(s)")
+    check.add_argument("policies", nargs="*", metavar="POLICY", help="TOML policy file(s)")
+    check.add_argument("--report", metavar="R", help="a run's (or a merged) JSON report")
+    check.add_argument(
+        "--require-coverage",
+        action="store_true",
+        help="exit 1 when a documented destination of the report was exercised by no test",
+    )
     check.set_defaults(run=_check)
+
+    merge = sub.add_parser(
+        "merge",
+        help="combine the reports of several runs (CI shards) into one",
+        description=(
+            "One report from many, as one run with all their tests would have written it."
+            " Refuses reports of another schema version, another policy (policy_digest) or"
+            " mode, and broken files, naming the file."
+        ),
+    )
+    merge.add_argument("reports", nargs="+", metavar="REPORT", help="JSON reports to merge")
+    merge.add_argument(
+        "-o", "--output", metavar="OUT", required=True, help="the merged report (atomically)"
+    )
+    merge.set_defaults(run=_merge)
 
     report = sub.add_parser(
         "report",
@@ -126,16 +174,81 @@ def _load(paths: Sequence[str]) -> tuple[list[tuple[str, Policy]], list[str]]:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if not args.policies and not args.report:
+        print(f"{PROG} check: error: name POLICY files, or --report R", file=sys.stderr)
+        return 2
+    if args.require_coverage and not args.report:
+        print(f"{PROG} check: error: --require-coverage needs --report R", file=sys.stderr)
+        return 2
     loaded, errors = _load(args.policies)
     for path, policy in loaded:
         n = len(policy.destinations)
         print(f"ok: {n} destination{'' if n == 1 else 's'} in {path}")
     for error in errors:
         print(error, file=sys.stderr)
-    return 2 if errors else 0
+    if errors:
+        return 2
+    if not args.report:
+        return 0
+    report = _load_report(args.report)
+    if report is None:
+        return 2
+    unexercised = [d["name"] for d in report["destinations"] if not d["contacted"]]
+    documented = len(report["destinations"])
+    print(
+        f"{args.report}: {documented - len(unexercised)} of {documented} documented"
+        f" destination{'' if documented == 1 else 's'} exercised"
+    )
+    if args.require_coverage and unexercised:
+        print(
+            f"{args.report}: {len(unexercised)} documented destination(s) were exercised by no"
+            f" test: {', '.join(unexercised)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _load_report(path: str) -> dict[str, Any] | None:
+    """The report at ``path``, or None after saying on stderr what is wrong with it."""
+    try:
+        return load_report(path)
+    except ReportError as exc:
+        print(f"error: {exc if exc.path else f'{path}: {exc}'}", file=sys.stderr)
+        return None
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pytest_outbound._merge import merge_reports
+
+    loaded = []
+    for path in args.reports:
+        report = _load_report(path)
+        if report is None:
+            return 2
+        loaded.append((path, report))
+    try:
+        merged = merge_reports(loaded)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        write_text_atomic(args.output, dumps_report(merged))
+    except OSError as exc:
+        print(f"{args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    n = len(loaded)
+    print(
+        f"wrote {args.output}: {n} report{'' if n == 1 else 's'},"
+        f" {len(merged['requests'])} request(s), {len(merged['shards'])} shard(s)"
+    )
+    return 0
 
 
 def _docs(args: argparse.Namespace) -> int:
+    if not args.policies and not args.report:
+        print(f"{PROG} docs: error: name POLICY files, or --report R", file=sys.stderr)
+        return 2
     loaded, errors = _load(args.policies)
     if errors:
         for error in errors:
@@ -144,28 +257,47 @@ def _docs(args: argparse.Namespace) -> int:
     policy = Policy()
     for _, one in loaded:
         policy = policy.merge(one)
-    page = render_docs(policy.destinations, title=args.title)
-    if args.check:
-        if not args.output:
-            print(f"{PROG} docs: error: --check needs -o OUT (the page to check)", file=sys.stderr)
+    destinations = list(policy.destinations)
+    evidence = None
+    if args.report:
+        report = _load_report(args.report)
+        if report is None:
             return 2
         try:
-            current = Path(args.output).read_text(encoding="utf-8")
+            if not args.policies:
+                destinations = [destination_from_json(d) for d in report["destinations"]]
+            evidence = evidence_from_records([request_from_json(r) for r in report["requests"]])
+        except ReportError as exc:
+            print(f"error: {args.report}: {exc}", file=sys.stderr)
+            return 2
+    page = render_docs(destinations, evidence, title=args.title)
+    if args.check is not None:
+        target = args.check or args.output
+        if not target:
+            print(
+                f"{PROG} docs: error: --check needs the page to check (--check PAGE or -o OUT)",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            current = Path(target).read_text(encoding="utf-8")
         except FileNotFoundError:
             current = ""
         except (OSError, UnicodeDecodeError) as exc:
-            print(f"{args.output}: cannot read: {exc}", file=sys.stderr)
+            print(f"{target}: cannot read: {exc}", file=sys.stderr)
             return 2
-        diff = docs_diff(page, current, args.output)
+        diff = docs_diff(page, current, target)
         if diff:
             sys.stdout.write(diff)
+            sources = " ".join(
+                [*args.policies, *(["--report", args.report] if args.report else [])]
+            )
             print(
-                f"{args.output} is out of date; regenerate it with: {PROG} docs"
-                f" {' '.join(args.policies)} -o {args.output}",
+                f"{target} is out of date; regenerate it with: {PROG} docs {sources} -o {target}",
                 file=sys.stderr,
             )
             return 1
-        print(f"ok: {args.output} is up to date")
+        print(f"ok: {target} is up to date")
         return 0
     if args.output:
         try:

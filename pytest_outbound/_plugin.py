@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +150,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="PATH",
         help="fail the run, with a diff, if the documentation page at PATH is out of date.",
+    )
+    group.addoption(
+        "--outbound-shard",
+        default=None,
+        metavar="NAME",
+        help="this run's shard label in the report (default: the CI's, where it names one),"
+        " for python -m pytest_outbound merge.",
+    )
+    group.addoption(
+        "--outbound-force-verdicts",
+        action="store_true",
+        default=False,
+        help="judge outbound_require_coverage and --outbound-docs-check even in a partial run"
+        " (tests deselected by -k, -m, --lf, --deselect, narrower paths); by default those"
+        " verdicts are left to a full run or a merged report.",
     )
     parser.addini("outbound_mode", "pytest-outbound mode: audit, enforce or off.", default="audit")
     parser.addini(
@@ -354,6 +369,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "outbound-session")
+    if plugin.is_worker:
+        config.pluginmanager.register(_WorkerRecords(plugin), "outbound-worker-records")
+    elif getattr(config.option, "dist", "no") != "no":
+        config.pluginmanager.register(_ControllerRecords(plugin), "outbound-controller-records")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -362,6 +381,52 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         plugin.close()
         config.pluginmanager.unregister(plugin)
         del config.stash[PLUGIN_KEY]
+    for name in ("outbound-worker-records", "outbound-controller-records"):
+        helper = config.pluginmanager.get_plugin(name)
+        if helper is not None:
+            config.pluginmanager.unregister(helper)
+
+
+class _WorkerRecords:
+    """pytest-xdist worker: each test's records travel with its reports, so a worker that dies
+    (``os._exit``, a signal, the OOM killer) loses at most the test it was running. What is
+    recorded between tests goes with the next report; what is left, at the session's end."""
+
+    def __init__(self, plugin: OutboundPlugin) -> None:
+        self.plugin = plugin
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist's own sends the report
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        records = self.plugin.guard.records
+        sent = self.plugin.sent_records
+        if len(records) > sent:
+            from pytest_outbound._report import portable_records
+
+            report.outbound_records = portable_records(records[sent:])  # type: ignore[attr-defined]
+            self.plugin.sent_records = len(records)
+
+
+class _ControllerRecords:
+    """pytest-xdist controller: take in the records each test's report carries, and name the
+    test a worker was running when it died."""
+
+    def __init__(self, plugin: OutboundPlugin) -> None:
+        self.plugin = plugin
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        records = getattr(report, "outbound_records", None)
+        if records:
+            from pytest_outbound._report import request_from_json
+
+            self.plugin.worker_records.extend(request_from_json(r) for r in records)
+            del report.outbound_records  # (taken once)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        node = getattr(report, "node", None)
+        worker = str(getattr(getattr(node, "gateway", None), "id", "") or node)
+        state = self.plugin.workers.get(worker) or "crashed: it sent no data"
+        self.plugin.workers[worker] = f"{state}; it was running {crashitem}"
 
 
 def _load_policy(config: pytest.Config, option: Any) -> Policy:
@@ -547,6 +612,8 @@ class OutboundPlugin:
         #: The process this session runs in (a forked child inherits the plugin).
         self._pid = os.getpid()
         self.worker_records: list[OutboundRequest] = []
+        #: pytest-xdist worker: how many of the guard's records went with a test's report.
+        self.sent_records = 0
         self.worker_destinations: dict[str, Destination] = {}
         self.worker_outside_blocked = 0
         self.worker_internal_errors: list[tuple[str, str]] = []
@@ -554,6 +621,11 @@ class OutboundPlugin:
         #: The installers' failures the tests have reported, each once, for the summary.
         self._install_errors_shown: dict[str, None] = {}
         self.workers: dict[str, str] = {}
+        #: Tests were deselected, in this process or (xdist) a worker's: the whole-suite
+        #: verdicts are left to a full run (``_partial_reason``).
+        self.deselected = False
+        #: Notes for the summary that are not failures (a verdict left to a full run).
+        self.notes: list[str] = []
         self.problems: list[str] = []
         self.finished = False
         self._suspended: list[Scope | None] = []
@@ -564,7 +636,7 @@ class OutboundPlugin:
         self._fixture_lock = threading.RLock()
         #: Each fixture definition set up so far: is it wider than a function?
         self._wide: dict[pytest.FixtureDef[Any], bool] = {}
-        self._default_contexts: dict[int, Context] = {}
+        self._default_contexts: dict[Rules, Context] = {}
         #: Each collected item's context, until its setup takes it. (Keyed by the item, not
         #: ``id(item)``: every ``id()`` call raises an audit event, which the hook pays for.)
         self._contexts: dict[pytest.Item, Context] = {}
@@ -766,9 +838,10 @@ class OutboundPlugin:
         return Context(rules, restriction, only, tuple(allow), source)
 
     def _default_context(self, rules: Rules) -> Context:
-        default = self._default_contexts.get(id(rules))
-        if default is None or default.rules is not rules:
-            default = self._default_contexts[id(rules)] = Context(rules)
+        # (keyed by the rules, not ``id(rules)``: each ``id()`` call raises an audit event)
+        default = self._default_contexts.get(rules)
+        if default is None:
+            default = self._default_contexts[rules] = Context(rules)
         return default
 
     @pytest.hookimpl(trylast=True)
@@ -1038,12 +1111,17 @@ class OutboundPlugin:
     def destinations(self) -> list[Destination]:
         """Every documented destination this session knew, policy files first."""
         seen: dict[str, Destination] = {d.name: d for d in self.root_rules.policy}
+        more: dict[str, Destination] = {}
         for rules in self.rules_by_dir.values():
             for d in rules.policy:
-                seen.setdefault(d.name, d)
+                if d.name not in seen:
+                    more.setdefault(d.name, d)
         for name, d in self.worker_destinations.items():
-            seen.setdefault(name, d)
-        return list(seen.values())
+            if name not in seen:
+                more.setdefault(name, d)
+        # A directory's own (its conftest's hook) after the session's, by name: the same
+        # order whichever directories a run (or a CI shard) collected first.
+        return [*seen.values(), *(more[name] for name in sorted(more))]
 
     def records(self) -> list[OutboundRequest]:
         return [*self.guard.records, *self.worker_records]
@@ -1054,6 +1132,10 @@ class OutboundPlugin:
 
     def outside_blocked(self) -> int:
         return len(self.guard.outside_blocked) + self.worker_outside_blocked
+
+    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
+        if items:
+            self.deselected = True
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -1075,6 +1157,7 @@ class OutboundPlugin:
         self.worker_internal_errors.extend(
             (str(what), str(text)) for what, text in data.get("internal_errors", ())
         )
+        self.deselected = self.deselected or bool(data.get("deselected"))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -1085,15 +1168,16 @@ class OutboundPlugin:
         self._session = session
         self.guard.on_outside_block = self._blocked_after_the_outcome
         if self.is_worker:  # the controller reports; a worker hands its data over
-            from pytest_outbound._report import destination_json, request_json
+            from pytest_outbound._report import destination_json, portable_records
 
             session.config.workeroutput["outbound"] = {  # type: ignore[attr-defined]
-                "records": [request_json(r) for r in self.guard.records],
+                "records": portable_records(self.guard.records[self.sent_records :]),
                 "destinations": [destination_json(d) for d in self.destinations()],
                 "outside_blocked": len(self.guard.outside_blocked),
                 "install_errors": self._install_errors(),
                 "unwatched": dict(self.unwatched()),
                 "internal_errors": [list(error) for error in self.guard.internal_errors],
+                "deselected": self.deselected,
             }
             return
         destinations, records = self.destinations(), self.records()
@@ -1151,7 +1235,54 @@ class OutboundPlugin:
             outside_blocked=self.outside_blocked(),
             unwatched=self.unwatched(),
             internal_errors=self.internal_errors(),
+            policy=self._policy_keys(),
         )
+
+    def _policy_keys(self) -> dict[str, Any]:
+        """The report's ``policy_digest``, ``environment`` and ``conftest_destinations``."""
+        from pytest_outbound._merge import environment, policy_digest, shard_from_environment
+
+        session = {d.name for d in self.root_rules.policy}
+        keys: dict[str, Any] = {
+            "policy_digest": policy_digest(list(self.root_rules.policy)),
+            "environment": environment(
+                shard=self.config.getoption("outbound_shard") or shard_from_environment(os.environ),
+                partial=self._partial_reason() is not None,
+                pytest_version=pytest.__version__,
+            ),
+        }
+        by_directory = [d.name for d in self.destinations() if d.name not in session]
+        if by_directory:
+            keys["conftest_destinations"] = by_directory
+        return keys
+
+    def _partial_reason(self) -> str | None:
+        """Why this run is not the whole suite, or None: tests deselected (``-k``, ``-m``,
+        ``--lf``, ``--deselect``, a plugin splitting the suite), or paths or node ids
+        narrower than the configured ``testpaths`` (the root directory without them)."""
+        option = self.config.option
+        for name, flag in (("keyword", "-k"), ("markexpr", "-m"), ("deselect", "--deselect")):
+            if getattr(option, name, None):
+                return f"{flag} was given"
+        if self.deselected:
+            return "tests were deselected"
+        config = self.config
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            return None
+        if any("::" in arg for arg in config.args):
+            return "node ids were named"
+        wanted = [Path(str(arg)).resolve() for arg in config.args]
+        testpaths = config.getini("testpaths")
+        whole = [
+            found
+            for pattern in testpaths
+            for found in sorted(config.rootpath.glob(pattern)) or [config.rootpath / pattern]
+        ] or [config.rootpath]
+        for root in whole:
+            root = root.resolve()
+            if not any(root == path or path in root.parents for path in wanted):
+                return "the paths named are narrower than the whole suite"
+        return None
 
     def _report_path(self) -> str | None:
         path = self.config.getoption("outbound_report") or next(
@@ -1187,7 +1318,28 @@ class OutboundPlugin:
                 f"{self.outside_blocked()} request(s) outside any test were blocked (enforce):"
                 " the session fails"
             )
-        if self.config.getini("outbound_require_coverage"):
+        coverage = bool(self.config.getini("outbound_require_coverage"))
+        check_path = self.config.getoption("outbound_docs_check")
+        docs_path = self.config.getoption("outbound_docs")
+        partial = self._partial_reason()
+        if partial is not None and not self.config.getoption("outbound_force_verdicts"):
+            left = [
+                what
+                for what, asked in (
+                    ("outbound_require_coverage", coverage),
+                    ("--outbound-docs-check", check_path),
+                    ("--outbound-docs", docs_path),
+                )
+                if asked
+            ]
+            if left:
+                self.notes.append(
+                    f"a partial run ({partial}): {', '.join(left)} left to a full run or a"
+                    " merged report (python -m pytest_outbound merge, then check or docs"
+                    " --report); --outbound-force-verdicts judges them on this run"
+                )
+            return problems
+        if coverage:
             unexercised = [
                 u.destination.name for u in destination_uses(destinations, records) if not u.count
             ]
@@ -1196,19 +1348,24 @@ class OutboundPlugin:
                     f"outbound_require_coverage: {len(unexercised)} documented destination(s)"
                     f" were exercised by no test: {', '.join(unexercised)}"
                 )
-        check_path = self.config.getoption("outbound_docs_check")
-        docs_path = self.config.getoption("outbound_docs")
         if check_path or docs_path:
-            from pytest_outbound._docs import docs_diff, evidence_from_records, render_docs
+            from pytest_outbound._docs import (
+                docs_diff,
+                evidence_from_records,
+                page_to_check,
+                render_docs,
+            )
             from pytest_outbound._report import write_text_atomic
 
-            page = render_docs(destinations, evidence_from_records(records))
+            evidence = evidence_from_records(records)
+            page = render_docs(destinations, evidence)
             if check_path:
                 try:
                     on_disk = Path(check_path).read_text(encoding="utf-8")
                 except OSError:
                     on_disk = ""
-                diff = docs_diff(expected=page, actual=on_disk, path=str(check_path))
+                expected = page_to_check(on_disk, destinations, evidence)
+                diff = docs_diff(expected=expected, actual=on_disk, path=str(check_path))
                 if diff:
                     fix = (
                         "it was rewritten now; commit it"
@@ -1237,6 +1394,8 @@ class OutboundPlugin:
         for worker, state in sorted(self.workers.items()):
             if state != "ok":
                 write(f"worker {worker} {state}; its requests are missing from this summary")
+        for note in self.notes:
+            write(note)
         for problem in self.problems:
             write(problem)
         if os.environ.get("GITHUB_ACTIONS") == "true":

@@ -65,6 +65,7 @@ def build_report(
     outside_blocked: int = 0,
     unwatched: Mapping[str, int] | None = None,
     internal_errors: Sequence[tuple[str, str]] = (),
+    policy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report as plain JSON data; the same input always gives the same JSON text.
 
@@ -72,6 +73,8 @@ def build_report(
     order carries no meaning (tests, undocumented hosts, workers) is sorted. ``unwatched``:
     child processes that ran unwatched, per program (the key is left out when there were
     none). ``internal_errors``: the plugin's own failures, (what it judged, the traceback).
+    ``policy``: which policy judged the run and who ran it (``policy_digest``,
+    ``environment``, ``conftest_destinations``: ``_merge``).
     """
     uses = destination_uses(destinations, records)
     undocumented = sorted({r.host for r in records if r.destination is None and r.client != CHILD})
@@ -94,6 +97,8 @@ def build_report(
         },
         "workers": {wid: (workers or {})[wid] for wid in sorted(workers or {})},
     }
+    if policy:
+        report.update(policy)
     if internal_errors:
         report["internal_errors"] = [{"what": w, "traceback": t} for w, t in internal_errors]
     if unwatched:
@@ -137,6 +142,66 @@ def request_json(record: OutboundRequest) -> dict[str, Any]:
         for k, v in data["headers"].items()
     }
     return data
+
+
+def portable_records(records: Sequence[OutboundRequest]) -> list[dict[str, Any]]:
+    """Records as data a pytest-xdist worker can send: built-in types only (a client's ``str``
+    subclass, a ``dict`` subclass, anything else made plain), each on its own, so that one
+    record that cannot be made plain is reported as such and costs nothing of the others."""
+    portable = []
+    for record in records:
+        try:
+            portable.append(plain_json(request_json(record)))
+        except Exception as exc:  # (a record is the plugin's own data: this should not happen)
+            portable.append(
+                plain_json(
+                    {
+                        **request_json(_unsendable(record)),
+                        "reasons": [*record.reasons, f"unsendable: {type(exc).__name__}"],
+                    }
+                )
+            )
+    return portable
+
+
+def _unsendable(record: OutboundRequest) -> OutboundRequest:
+    """What of a record can surely be sent: its method, URL, verdict and test."""
+    return OutboundRequest(
+        method=_plain(record.method),
+        url=_plain(record.url),
+        scheme="",
+        host="",
+        port=None,
+        path="",
+        query_text="",
+        headers={},
+        client=_plain(record.client),
+        verdict=_plain(record.verdict),
+        nodeid=_plain(record.nodeid),
+        phase=_plain(record.phase),
+    )
+
+
+def plain_json(value: object) -> Any:
+    """``value`` with every ``str``, ``int``, ``float``, ``list``, ``tuple`` and ``dict``
+    subclass made its built-in type (what JSON and execnet send), anything else its text."""
+    if value is None or value.__class__ in (str, int, float, bool):
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("latin-1")
+    if isinstance(value, Mapping):
+        return {plain_json(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_json(item) for item in value]
+    return str(value)
 
 
 def _plain(text: object) -> str:

@@ -132,7 +132,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     result = run(cwd=tmp_path)
     assert result.returncode == 2
-    assert "choose a command: docs, check or report" in result.stderr
+    assert "choose a command: docs, check, merge or report" in result.stderr
     _no_traceback(result)
 
 
@@ -192,7 +192,7 @@ def test_check_missing_file(files: Path) -> None:
 def test_check_needs_a_file(files: Path) -> None:
     result = run("check", cwd=files)
     assert result.returncode == 2
-    assert "the following arguments are required: POLICY" in result.stderr
+    assert "check: error: name POLICY files, or --report R" in result.stderr
 
 
 # -- docs ---------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_docs_check_missing_page(files: Path) -> None:
 def test_docs_check_needs_an_output(files: Path) -> None:
     result = run("docs", "good.toml", "--check", cwd=files)
     assert result.returncode == 2
-    assert "--check needs -o OUT" in result.stderr
+    assert "--check needs the page to check (--check PAGE or -o OUT)" in result.stderr
 
 
 # -- report -------------------------------------------------------------------------------------

@@ -138,7 +138,13 @@ def test_docs_are_written_and_checked(suite: pytest.Pytester) -> None:
     # Stale page: the run fails with a diff, and writing it at the same time fixes it.
     (suite.path / "OUTBOUND.md").write_text(page.replace("Checking for updates.", "Phoning home."))
     result = suite.runpytest(
-        "-k", "not leak", "--outbound-docs-check", "OUTBOUND.md", "--outbound-docs", "OUTBOUND.md"
+        "-k",
+        "not leak",
+        "--outbound-force-verdicts",
+        "--outbound-docs-check",
+        "OUTBOUND.md",
+        "--outbound-docs",
+        "OUTBOUND.md",
     )
     result.assert_outcomes(passed=5)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -156,7 +162,13 @@ def test_require_coverage_fails_a_run_that_misses_a_destination(
     suite: pytest.Pytester, workers: str
 ) -> None:
     result = suite.runpytest(
-        "-n", workers, "-k", "not leak", "-o", "outbound_require_coverage=true"
+        "-n",
+        workers,
+        "-k",
+        "not leak",
+        "--outbound-force-verdicts",
+        "-o",
+        "outbound_require_coverage=true",
     )
     result.assert_outcomes(passed=5)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -166,7 +178,9 @@ def test_require_coverage_fails_a_run_that_misses_a_destination(
 
 
 def test_a_missing_docs_page_fails_the_check(suite: pytest.Pytester) -> None:
-    result = suite.runpytest("-k", "not leak", "--outbound-docs-check", "OUTBOUND.md")
+    result = suite.runpytest(
+        "-k", "not leak", "--outbound-force-verdicts", "--outbound-docs-check", "OUTBOUND.md"
+    )
     result.assert_outcomes(passed=5)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
