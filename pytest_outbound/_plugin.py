@@ -1260,11 +1260,7 @@ class OutboundPlugin:
         """Why this run is not the whole suite, or None: tests deselected (``-k``, ``-m``,
         ``--lf``, ``--deselect``, a plugin splitting the suite), or paths or node ids
         narrower than the configured ``testpaths`` (the root directory without them)."""
-        option = self.config.option
-        for name, flag in (("keyword", "-k"), ("markexpr", "-m"), ("deselect", "--deselect")):
-            if getattr(option, name, None):
-                return f"{flag} was given"
-        if self.deselected:
+        if self.deselected:  # (``-k`` or ``-m`` that deselect nothing leave the run whole)
             return "tests were deselected"
         config = self.config
         if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -1393,7 +1389,10 @@ class OutboundPlugin:
             write(line)
         for worker, state in sorted(self.workers.items()):
             if state != "ok":
-                write(f"worker {worker} {state}; its requests are missing from this summary")
+                write(
+                    f"worker {worker} {state}; the requests of the test it was running are"
+                    " missing from this summary"
+                )
         for note in self.notes:
             write(note)
         for problem in self.problems:

@@ -181,6 +181,12 @@ def build_request(
     one the records may share (an interceptor that remembers them), taken as it is; and
     ``headers_key``, when given, is ``headers_key`` of those headers.
     """
+    if url.__class__ is not str:  # a URL object or a str subclass: the record's is plain
+        url = _text(url)
+    if method.__class__ is not str:
+        method = _text(method)
+    if written_url is not None and written_url.__class__ is not str:
+        written_url = _text(written_url)
     if written_url is not None and written_url != url:
         try:
             peer_from_url(written_url)
@@ -289,9 +295,11 @@ def _url_parts(url: str) -> _UrlParts:
 
 
 def _text(value: object) -> str:
-    """Header names and values as text (requests accepts bytes, sent as Latin-1)."""
+    """Header names and values as plain text (requests accepts bytes, sent as Latin-1; a
+    client's ``str`` subclass, aiohttp's ``istr``, is made a ``str``: a record holds built-in
+    types only, which any process can be sent)."""
     if isinstance(value, str):
-        return value
+        return str.__str__(value)
     if isinstance(value, bytes):
         return value.decode("latin-1")
     return str(value)

@@ -119,7 +119,12 @@ def test_a_killed_worker_is_named_and_the_others_data_kept(suite: pytest.Pyteste
     jsonschema.validate(report, report_schema())
     crashed = [w for w, state in report["workers"].items() if state.startswith("crashed")]
     assert len(crashed) == 1
-    result.stdout.fnmatch_lines([f"worker {crashed[0]} crashed*; its requests are missing*"])
+    result.stdout.fnmatch_lines(
+        [
+            f"worker {crashed[0]} crashed*; it was running test_crash.py::test_dies; the"
+            " requests of the test it was running are missing*"
+        ]
+    )
     # Whatever the surviving worker ran is in the report.
     assert report["summary"]["requests"] >= 1
     assert result.ret != 0
