@@ -38,7 +38,7 @@ SHARD_VARIABLES = (
     "CI_NODE_INDEX",  # GitLab parallel, Buildkite, Semaphore
     "CIRCLE_NODE_INDEX",
     "BUILDKITE_PARALLEL_JOB",
-    "GITHUB_JOB",
+    "GITHUB_JOB",  # (a matrix's jobs share it: give --outbound-shard there)
 )
 
 
@@ -54,9 +54,6 @@ def shard_from_environment(environ: Mapping[str, str]) -> str:
     for name in SHARD_VARIABLES:
         value = environ.get(name, "").strip()
         if value:
-            if name == "GITHUB_JOB":  # a job's matrix entries share its name: add the index
-                index = environ.get("STRATEGY_JOB_INDEX", "").strip()
-                return f"{value}-{index}" if index else value
             return value
     return ""
 
