@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_outbound._decide import Entry, resolve_entry
-from pytest_outbound._errors import PolicyError
+from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._guard import Scope
 from pytest_outbound._policy import Payload
-from pytest_outbound._record import OutboundRequest
+from pytest_outbound._record import EXPECTED_BLOCK, VIOLATION, OutboundRequest
 
 if TYPE_CHECKING:
     from pytest_outbound._stubs import Stub
@@ -99,6 +100,42 @@ class Outbound:
                 f"{len(problems)} of {len(found)} request(s) to {entry!r} break the payload"
                 " contract:\n" + "\n".join(problems)
             )
+
+    @contextlib.contextmanager
+    def expect_blocked(self, entry: str) -> Iterator[None]:
+        """Assert that a request to ``entry`` is blocked inside the ``with`` block.
+
+        It passes when requests to ``entry``, and only those, were blocked (in enforce the
+        ``OutboundBlocked`` is caught here, whether the code let it through or caught it
+        itself); it fails when nothing was, or when a request elsewhere was blocked too (that
+        one fails the test as any block does). In audit, where nothing is blocked, the
+        requests must be violations: the test means the same in both modes."""
+        __tracebackhide__ = True
+        resolved = self._entry(entry, "expect_blocked")
+        scope = self._scope
+        records, pending = len(scope.records), len(scope.pending)
+        raised: BaseException | None = None
+        try:
+            yield
+        except OutboundBlocked as exc:
+            raised = exc
+        violations = [r for r in scope.records[records:] if r.verdict == VIOLATION]
+        expected = [r for r in violations if resolved.covers(r)]
+        others = [r for r in violations if not resolved.covers(r)]
+        if others or not expected:
+            if raised is not None:
+                raise raised
+            if others:
+                lines = "\n".join(f"  {r.method} {r.url} ({r.location})" for r in others)
+                raise AssertionError(
+                    f"expected only requests to {entry!r} to be blocked; also blocked:\n{lines}"
+                )
+            raise AssertionError(
+                f"expected a request to {entry!r} to be blocked; none was\n{self._contacted_text()}"
+            )
+        for record in expected:  # what the test expected fails neither it nor the run
+            record.reasons = [*record.reasons, EXPECTED_BLOCK]
+        del scope.pending[pending:]
 
     def allow(self, *entries: str) -> None:
         """Permit these destinations or host patterns too, from now on, in this test."""

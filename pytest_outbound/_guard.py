@@ -17,7 +17,7 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from pytest_outbound._decide import DNS, SOCKET, Context, decide
+from pytest_outbound._decide import DNS, SOCKET, Context, Verdict, decide
 from pytest_outbound._errors import OutboundBlocked
 from pytest_outbound._hosts import is_local
 from pytest_outbound._record import VIOLATION, OutboundRequest
@@ -109,9 +109,11 @@ class Scope:
         "nodeid",
         "pending",
         "phase",
+        "reached",
         "records",
         "streams",
         "stubs",
+        "unmarked",
     )
 
     def __init__(self, nodeid: str, context: Context, phase: str = "setup") -> None:
@@ -125,6 +127,11 @@ class Scope:
         #: Blocks of a phase that ended in a skip or under an xfail marker, which would hide
         #: them: they fail the test's teardown instead.
         self.deferred: list[str] = []
+        #: ``outbound_marker``: the marker this test lacks (its real connections are
+        #: violations), or "".
+        self.unmarked = ""
+        #: Whether this test made a real connection to a non-local address.
+        self.reached = False
         #: Streamed bodies of this test's requests still to be judged (``_interceptors._body``).
         self.streams: list[Any] = []
         #: When each destination was last contacted in this test (for ``min_interval``).
@@ -176,6 +183,8 @@ class Guard:
         #: Failures of the plugin's own judging code: (what it was judging, the traceback).
         #: In audit the request goes on unjudged; the summary and the report say so.
         self.internal_errors: list[tuple[str, str]] = []
+        #: ``outbound_marker``: the marker a test needs to make real non-local connections.
+        self.network_marker = ""
         #: Offline mode: no real connection may leave, documented or not.
         self.offline = False
         self._judged: dict[str, set[int | None]] = {}
@@ -254,6 +263,8 @@ class Guard:
         now = request.time = time.time()  # the application's clock: time-machine/freezegun
         with self._lock:  # min_interval: checking and noting the time is one step
             verdict = decide(request, context, history=history)
+            if request.unmarked:
+                verdict = _unmarked(verdict, request.unmarked)
             destination = verdict.destination
             if destination is not None and (verdict.allowed or self.mode != ENFORCE):
                 history[destination] = now
@@ -393,6 +404,8 @@ class Guard:
         """
         __tracebackhide__ = True
         peer = request.peer
+        if self.network_marker and request.client == SOCKET and self._reaches(request):
+            return
         if peer is not None and not request.offline:
             scope, _ = self._attribution()
             judged = scope.judged if scope is not None else self._judged
@@ -403,6 +416,24 @@ class Guard:
                 if decide(request, context).allowed:
                     return
         self.observe(request, skip=1)
+
+    def _reaches(self, request: OutboundRequest) -> bool:
+        """``outbound_marker``: a real connection to a non-local address is noted on its test;
+        in a test without the marker it is judged as a violation whatever judged its host
+        before (returns True: judged here)."""
+        __tracebackhide__ = True
+        peer = request.peer
+        if peer is None or (peer.ip is not None and is_local(peer)) or peer.host == "localhost":
+            return False
+        scope, late = self._attribution()
+        if scope is None or late:
+            return False
+        scope.reached = True
+        if not scope.unmarked:
+            return False
+        request.unmarked = scope.unmarked
+        self.observe(request, skip=2)
+        return True
 
     def current(self) -> Scope | None:
         """The test whose egress this is now (``scope``, settled first)."""
@@ -473,17 +504,62 @@ class Guard:
         path, sep, line = location.rpartition(":")
         return f"{self._relpath(path)}:{line}" if sep and path else location
 
+    #: The root as text, normalised (``_relpath``); worked out on first use.
+    _root: str | None = None
+
     def _relpath(self, filename: str) -> str:
+        """``filename`` relative to the root when it lies below it; else as it is: a path
+        outside the root stays absolute, a relative one (``<string>``, a name compiled by
+        hand) stays as written.
+
+        Purely lexical: this runs inside the client's call, often in a running event loop,
+        so it makes no filesystem or working-directory call (``os.path.relpath`` makes both
+        paths absolute with ``os.getcwd``, which blockbuster rightly counts as blocking). The
+        root pytest gives is absolute, and so is almost every code object's filename."""
         cached = self._relpaths.get(filename)
         if cached is None:
-            try:
-                cached = os.path.relpath(filename, self._rootpath)
-            except ValueError:
-                cached = filename
-            if cached.startswith(".."):
-                cached = filename
-            self._relpaths[filename] = cached
+            root = self._root
+            if root is None:
+                root = self._root = _normalised_root(self._rootpath)
+            cached = self._relpaths[filename] = _below(filename, root)
         return cached
+
+
+def _normalised_root(rootpath: Path) -> str:
+    """The root as ``_below`` compares it. Only a root given relative (a ``Guard`` made by
+    hand, never the plugin's) is made absolute, the one time, against the working directory."""
+    root = os.fspath(rootpath)
+    if not os.path.isabs(root):
+        root = os.path.abspath(root)
+    return os.path.normpath(root)
+
+
+def _below(filename: str, root: str) -> str:
+    """``filename`` relative to ``root`` if it is an absolute path below it (or the root
+    itself, "."), else ``filename`` unchanged. String operations only."""
+    if not os.path.isabs(filename):
+        return filename
+    path = os.path.normpath(filename)
+    folded, folded_root = os.path.normcase(path), os.path.normcase(root)
+    if folded == folded_root:
+        return "."
+    prefix = folded_root if folded_root.endswith(os.sep) else folded_root + os.sep
+    return path[len(prefix) :] if folded.startswith(prefix) else filename
+
+
+def _unmarked(verdict: Verdict, marker: str) -> Verdict:
+    """``verdict``, made a violation: a real connection from a test without ``marker``."""
+    return Verdict(
+        False,
+        verdict.destination,
+        (*verdict.reasons, f"unmarked:{marker}"),
+        (
+            *verdict.detail,
+            f"a real connection to a non-local address from a test without"
+            f" @pytest.mark.{marker} (outbound_marker = {marker})",
+        ),
+        verdict.closest,
+    )
 
 
 def _judged_before(

@@ -48,6 +48,12 @@ def sent_message(request: OutboundRequest, verdict: Verdict, context: Context) -
 
 def _fixes(request: OutboundRequest, verdict: Verdict, rules: Rules) -> list[str]:
     codes = set(verdict.reasons)
+    unmarked = next((c.partition(":")[2] for c in codes if c.startswith("unmarked:")), "")
+    if unmarked:
+        return [
+            f"  fix: mark the test @pytest.mark.{unmarked} if it is meant to reach the network,"
+            " or answer the request with a mock"
+        ]
     dest = rules.by_name.get(verdict.destination or verdict.closest or "")
     allow_marker = f'{_INDENT}@pytest.mark.outbound_allow("{request.host}")'
     if "ambiguous-host" in codes:

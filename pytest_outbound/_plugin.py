@@ -32,7 +32,7 @@ from pytest_outbound._hosts import HostError, HostPattern
 from pytest_outbound._interceptors import Installation, InstallError
 from pytest_outbound._interceptors._body import finish_all
 from pytest_outbound._policy import Destination, Policy
-from pytest_outbound._record import DEFAULT_BODY_LIMIT, OutboundRequest
+from pytest_outbound._record import DEFAULT_BODY_LIMIT, EXPECTED_BLOCK, OutboundRequest
 from pytest_outbound._sensitive import (
     COMMON_WORDS,
     SensitiveScanner,
@@ -192,6 +192,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
     )
     parser.addini(
+        "outbound_marker",
+        "a marker name (network): a test without it that makes a real connection to a"
+        " non-local address is a violation, and a test with it that never does is listed"
+        " in the summary, so that -m 'not network' runs are truly offline.",
+        default="",
+    )
+    parser.addini(
         "outbound_require_coverage",
         "fail the run when a documented destination was exercised by no test.",
         type="bool",
@@ -279,7 +286,9 @@ def _blocked_by(guard: Guard) -> int:
 
 def _blocked_in(mode: str, records: Iterable[OutboundRequest]) -> int:
     """Requests blocked among ``records`` (enforce: every violation is blocked)."""
-    return sum(not r.allowed for r in records) if mode == ENFORCE else 0
+    if mode != ENFORCE:
+        return 0
+    return sum(not r.allowed and EXPECTED_BLOCK not in r.reasons for r in records)
 
 
 def _guards_children(config: pytest.Config, mode: str) -> bool:
@@ -462,7 +471,23 @@ def _new_guard(config: pytest.Config, mode: str, policy: Policy, option: Any) ->
         body_limit=_int_ini(config, "outbound_body_limit", "65536"),
     )
     guard.offline = bool(option(config, "outbound_offline") or config.getini("outbound_offline"))
+    guard.network_marker = _marker_ini(config)
     return guard
+
+
+def _marker_ini(config: pytest.Config) -> str:
+    marker = str(config.getini("outbound_marker")).strip()
+    if marker and not marker.isidentifier():
+        raise pytest.UsageError(
+            f"outbound_marker = {marker!r}: write a marker name, such as network"
+        )
+    if marker:
+        config.addinivalue_line(
+            "markers",
+            f"{marker}: this test may make real connections to non-local addresses"
+            " (outbound_marker)",
+        )
+    return marker
 
 
 def _display_path(config: pytest.Config, path: str | Path) -> str:
@@ -621,6 +646,10 @@ class OutboundPlugin:
         #: The installers' failures the tests have reported, each once, for the summary.
         self._install_errors_shown: dict[str, None] = {}
         self.workers: dict[str, str] = {}
+        #: ``outbound_marker``: the scopes of the tests that carry the marker (those that
+        #: never reached the network are listed), and the workers' list of those.
+        self._marked: list[Scope] = []
+        self.worker_marked_offline: list[str] = []
         #: Tests were deselected, in this process or (xdist) a worker's: the whole-suite
         #: verdicts are left to a full run (``_partial_reason``).
         self.deselected = False
@@ -929,6 +958,12 @@ class OutboundPlugin:
             except PolicyError as exc:
                 raise pytest.UsageError(str(exc)) from None
         scope = Scope(item.nodeid, context)
+        marker = self.guard.network_marker
+        if marker:
+            if item.get_closest_marker(marker) is None:
+                scope.unmarked = marker
+            else:
+                self._marked.append(scope)
         self._item, self._scope = item, scope
         # not contextlib.suppress: a context manager per test costs more than this
         try:  # noqa: SIM105
@@ -1158,6 +1193,7 @@ class OutboundPlugin:
             (str(what), str(text)) for what, text in data.get("internal_errors", ())
         )
         self.deselected = self.deselected or bool(data.get("deselected"))
+        self.worker_marked_offline.extend(str(n) for n in data.get("marked_offline", ()))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -1178,6 +1214,7 @@ class OutboundPlugin:
                 "unwatched": dict(self.unwatched()),
                 "internal_errors": [list(error) for error in self.guard.internal_errors],
                 "deselected": self.deselected,
+                "marked_offline": self._marked_offline(),
             }
             return
         destinations, records = self.destinations(), self.records()
@@ -1255,6 +1292,10 @@ class OutboundPlugin:
         if by_directory:
             keys["conftest_destinations"] = by_directory
         return keys
+
+    def _marked_offline(self) -> list[str]:
+        """``outbound_marker``: the tests that carry it and never reached the network."""
+        return [scope.nodeid for scope in self._marked if not scope.reached]
 
     def _partial_reason(self) -> str | None:
         """Why this run is not the whole suite, or None: tests deselected (``-k``, ``-m``,
@@ -1393,6 +1434,16 @@ class OutboundPlugin:
                     f"worker {worker} {state}; the requests of the test it was running are"
                     " missing from this summary"
                 )
+        marker = self.guard.network_marker
+        offline = sorted([*self._marked_offline(), *self.worker_marked_offline])
+        if marker and offline:
+            shown = ", ".join(offline[:5]) + (
+                f" and {len(offline) - 5} more" if offline[5:] else ""
+            )
+            write(
+                f"{len(offline)} test(s) marked {marker} never reached the network (the marker"
+                f" can go): {shown}"
+            )
         for note in self.notes:
             write(note)
         for problem in self.problems:

@@ -19,6 +19,9 @@ from pytest_outbound._value import Value
 ALLOWED = "allowed"
 VIOLATION = "violation"
 
+#: The reason added to a violation a test expected (``outbound.expect_blocked``): it fails
+#: neither the test nor the run.
+EXPECTED_BLOCK = "expected-block"
 #: Bodies are kept up to this many bytes by default (``outbound_body_limit``).
 DEFAULT_BODY_LIMIT = 64 * 1024
 
@@ -99,6 +102,9 @@ class OutboundRequest:
     #: The body is a stream, not read yet: judged on everything else now, and on the bytes
     #: as they were sent when the stream has passed (``_interceptors._body``).
     streamed: bool = field(default=False, repr=False)
+    #: ``outbound_marker``: the marker a test lacks that made this real connection (a
+    #: violation, ``unmarked:<marker>``), or "".
+    unmarked: str = field(default="", repr=False)
     #: ``headers_key(headers)``, when the interceptor knew it already (``decide``'s memo).
     _headers_key: HeadersKey | None = field(default=None, init=False, repr=False, compare=False)
 
