@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: example test lint bench clean
+.PHONY: example test lint bench dist clean
 
 DOCS := deployserver/OUTBOUND.md
 
@@ -22,6 +22,9 @@ test: $(STAMP)  ## lint, format check, mypy strict, and the whole test suite
 bench: $(STAMP)  ## the benchmarks (run by hand; results in benchmarks/RESULTS.md)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/run.py
+
+dist: $(STAMP)  ## build the wheel into dist/ (pip install dist/*.whl; the index release is pending)
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation . -w dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
