@@ -255,7 +255,14 @@ class Policy:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PolicyError(f"cannot read policy file: {exc.strerror}", source) from None
-        return cls.from_toml_text(text, source)
+        key = (cls, text, source)
+        policy = _READ.get(key)
+        if policy is None:
+            policy = cls.from_toml_text(text, source)
+            if len(_READ) >= _READ_LIMIT:
+                _READ.clear()
+            _READ[key] = policy
+        return policy
 
     @classmethod
     def from_toml_text(cls, text: str, source: str = "<policy>") -> Policy:
@@ -293,6 +300,14 @@ class Policy:
             return cls(tuple(dests), tuple(allowed))
         except PolicyError as exc:
             raise PolicyError(exc.message, exc.source or source) from None
+
+
+#: Policies read from files, by class, text and source. A run reads its files twice, for the
+#: guard started before the conftests are imported and for the session at configure; the same
+#: text is parsed and checked once (a file changed in between is read anew). Policies and their
+#: destinations are frozen, so one object serves both.
+_READ: dict[tuple[type[Policy], str, str], Policy] = {}
+_READ_LIMIT = 8
 
 
 _DEST_KEYS = (

@@ -123,6 +123,30 @@ def test_policy_path_is_relative_to_the_ini_file(
     result.stdout.fnmatch_lines(["0 of 1 documented destination was exercised", "  x (x.example)"])
 
 
+def test_a_policy_file_the_rootdir_conftest_rewrites_is_read_anew(
+    pytester: pytest.Pytester,
+) -> None:
+    """The guard started before the conftests read the file as it was; the session reads it
+    again at configure (the text read first is parsed once, a changed one anew)."""
+    pytester.makefile(".toml", policy='[[destination]]\nname = "old"\nhosts = ["old.example"]\n')
+    pytester.makeini("[pytest]\noutbound_policy = policy.toml\n")
+    pytester.makeconftest(
+        """
+        import pathlib
+
+        pathlib.Path(__file__).with_name("policy.toml").write_text(
+            '[[destination]]\\nname = "new"\\nhosts = ["new.example"]\\n'
+        )
+        """
+    )
+    pytester.makepyfile("def test_it():\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["0 of 1 documented destination was exercised", "  new (new.example)"]
+    )
+
+
 def test_cli_policy_and_allow_add_to_ini(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", extra='[[destination]]\nname = "extra"\nhosts = ["extra.example"]\n')
     pytester.makeini("[pytest]\noutbound_mode = enforce\noutbound_allow =\n    ini.example\n")

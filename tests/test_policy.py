@@ -63,6 +63,24 @@ def test_from_toml_reads_a_file(tmp_path: Path) -> None:
     assert policy.destinations[1].source == f"{path}:16"
 
 
+def test_a_file_read_again_is_parsed_once_and_a_changed_one_anew(tmp_path: Path) -> None:
+    """A run reads its policy files twice (the early guard, then configure): the same text
+    is parsed once; a text changed in between (a conftest writing it) is read anew."""
+    path = tmp_path / "outbound.toml"
+    path.write_text(SEED, encoding="utf-8")
+    first = Policy.from_toml(path)
+    assert Policy.from_toml(path) is first
+    assert Policy.from_toml(path, "other.toml") is not first  # another source: its own lines
+    path.write_text(SEED.replace('name = "nuget"', 'name = "pypi"'), encoding="utf-8")
+    changed = Policy.from_toml(path)
+    assert [d.name for d in changed] == ["update-check", "pypi"]
+    path.write_text("[[destination]\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match="invalid TOML"):  # a fault is never remembered
+        Policy.from_toml(path)
+    with pytest.raises(PolicyError, match="invalid TOML"):
+        Policy.from_toml(path)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
