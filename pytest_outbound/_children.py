@@ -1022,13 +1022,15 @@ class ChildGuards:
         return list(self._read())
 
     def _read(self) -> Iterator[OutboundRequest]:
-        from pytest_outbound._report import request_from_json
-
-        try:
-            paths = sorted(self.reports.glob("*.jsonl"))
+        try:  # (not Path.glob: the last read runs at every exit, most often on no file)
+            names = sorted(n for n in os.listdir(self.reports) if n.endswith(".jsonl"))
         except OSError:
             return
-        for path in paths:
+        if not names:
+            return
+        from pytest_outbound._report import request_from_json  # a child has written
+
+        for path in [self.reports / name for name in names]:
             start = self._offsets.get(path, 0)
             try:
                 with path.open("rb") as handle:
