@@ -656,7 +656,7 @@ def test_runpytest_subprocess_children_keep_working(pytester: pytest.Pytester) -
 
 
 def test_interpreter_options_are_read() -> None:
-    from pytest_outbound._children import python_flags
+    from pytest_outbound._launch import python_flags
 
     assert python_flags(["-u", "-X", "dev", "-W", "ignore", "-Es", "x.py", "-I"]) == {"u", "E", "s"}
     assert python_flags(["-Wignore", "-c", "-I"]) == set()
@@ -667,7 +667,7 @@ def test_interpreter_options_are_read() -> None:
 
 def test_shell_command_text_is_read(pytester: pytest.Pytester) -> None:
     """Not a test of a run: the shell reader names the programs and their environments."""
-    from pytest_outbound._children import shell_launches
+    from pytest_outbound._launch import shell_launches
 
     env = {"PYTHONPATH": "/b", "PATH": "/bin"}
     found = shell_launches(
