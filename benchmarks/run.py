@@ -68,13 +68,15 @@ suite-instructions
               the suite case counted in CPU instructions instead of seconds, which a shared,
               noisy machine cannot disturb: ``valgrind --tool=callgrind`` (instructions
               executed, the same from run to run for the same inputs) of the suite case's
-              3,000-test suite and of a 1-test suite, on / off / pytest-socket. The ratios are
-              the 3,000-test counts'; start-up = the 1-test runs' difference, per test = the
-              rest over 2,999. (Earlier runs projected from a 300-test suite instead: a garbage
-              collection more or less in 300 tests moved the per-test figure by ~30K
-              instructions.) Two counts run at once (each is single-threaded, and contention
-              does not change an instruction count). Same targets as the suite case. About 5
-              minutes; skipped when valgrind is missing.
+              3,000-test suite and of a 1-test suite, on / off / pytest-socket, in both of its
+              settings: every installed plugin loaded, and only the plugin measured (rows
+              "suite-instructions-alone"). The ratios are the 3,000-test counts'; start-up =
+              the 1-test runs' difference, per test = the rest over 2,999. (Earlier runs
+              projected from a 300-test suite instead: a garbage collection more or less in 300
+              tests moved the per-test figure by ~30K instructions.) Two counts run at once
+              (each is single-threaded, and contention does not change an instruction count).
+              Same targets as the suite case. About 15 minutes; skipped when valgrind is
+              missing.
 socket        2,000 ``socket.create_connection`` to a listener on 127.0.0.1 in the same test,
               ``outbound_local = enforce`` + ``outbound_allow = 127.0.0.1`` vs
               ``-p no:outbound``. Without the socket/DNS backstop (``_backstop.py``) the plugin
@@ -1014,10 +1016,18 @@ def callgrind_instructions(args: list[str], cwd: Path) -> int:
 
 
 def suite_instructions_case(root: Path, s: Settings) -> tuple[list[Row], dict[str, Any]]:
+    """The suite case's two settings counted in instructions: every installed plugin loaded
+    (raw results at the top level) and only the plugin measured ("-alone", under "alone")."""
     if shutil.which("valgrind") is None:
         row = Row("suite-instructions", "skipped", 0, "", note="valgrind is not installed")
         return [row], {"skipped": "valgrind not found"}
-    jobs = [(v, suite) for v in ("off", "on", "socket") for suite in ("suite", "suite-1")]
+    settings = ("", "-alone")
+    jobs = [
+        (variant + setting, suite)
+        for setting in settings
+        for variant in ("off", "on", "socket")
+        for suite in ("suite", "suite-1")
+    ]
     found: dict[tuple[str, str], int] = {}
 
     def count(job: tuple[str, str]) -> None:
@@ -1027,8 +1037,28 @@ def suite_instructions_case(root: Path, s: Settings) -> tuple[list[Row], dict[st
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(count, jobs))  # list(): a count's error is raised here
-    counts = {v: {suite: found[v, suite] for suite in ("suite", "suite-1")} for v, _ in jobs}
-    n = s.suite_tests
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    for setting in settings:
+        counts = {
+            v: {suite: found[v + setting, suite] for suite in ("suite", "suite-1")}
+            for v in ("off", "on", "socket")
+        }
+        new, measured = instruction_rows(counts, s.suite_tests, setting)
+        rows.extend(new)
+        if setting:
+            raw["alone"] = measured
+        else:
+            raw.update(measured)
+    return rows, raw
+
+
+def instruction_rows(
+    counts: dict[str, dict[str, int]], n: int, setting: str
+) -> tuple[list[Row], dict[str, Any]]:
+    """The rows of one setting from its counts (variant -> suite -> instructions)."""
+    where = " (only the plugin measured)" if setting else ""
+    case = "suite-instructions" + setting
     per_test = {v: (c["suite"] - c["suite-1"]) / (n - 1) for v, c in counts.items()}
     fixed = {v: c["suite-1"] for v, c in counts.items()}
 
@@ -1038,33 +1068,38 @@ def suite_instructions_case(root: Path, s: Settings) -> tuple[list[Row], dict[st
     ratio = total("on") / total("off")
     socket_ratio = total("socket") / total("off")
     extra = {v: per_test[v] - per_test["off"] for v in per_test}
+    start_up = {v: fixed[v] - fixed["off"] for v in fixed}
     rows = [
         Row(
-            "suite-instructions",
-            f"{n} tests: outbound enforce / no plugin",
+            case,
+            f"{n} tests: outbound enforce / no plugin{where}",
             ratio,
             "x",
             None,
             "<= 1.03",
             ratio <= 1.03,
-            f"start-up +{(fixed['on'] - fixed['off']) / 1e6:.0f}M instructions,"
-            f" per test +{extra['on'] / 1e3:.0f}K (no plugin: {per_test['off'] / 1e6:.2f}M)",
-            {"counts": counts, "per_test": per_test},
+            f"start-up {start_up['on'] / 1e6:+.0f}M instructions,"
+            f" per test {extra['on'] / 1e3:+.0f}K (no plugin: {per_test['off'] / 1e6:.2f}M)",
+            {
+                "counts": counts,
+                "per_test": per_test,
+                "start_up_extra": start_up["on"],
+                "per_test_extra": extra["on"],
+            },
         ),
         Row(
-            "suite-instructions",
-            f"{n} tests: pytest-socket / no plugin",
+            case,
+            f"{n} tests: pytest-socket / no plugin{where}",
             socket_ratio,
             "x",
             None,
             "",
             None,
-            f"start-up +{(fixed['socket'] - fixed['off']) / 1e6:.0f}M,"
-            f" per test +{extra['socket'] / 1e3:.0f}K",
+            f"start-up {start_up['socket'] / 1e6:+.0f}M, per test {extra['socket'] / 1e3:+.0f}K",
         ),
         Row(
-            "suite-instructions",
-            "outbound / pytest-socket",
+            case,
+            f"outbound / pytest-socket{where}",
             total("on") / total("socket"),
             "x",
             None,
