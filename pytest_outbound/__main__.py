@@ -7,6 +7,13 @@
                                         validate policy files; judge coverage on a report
     merge REPORT... -o OUT              one report from many (CI shards)
     report REPORT.json [--format text|markdown]     summarise a saved report
+    sandbox [--policy P...] [--mode M] -- COMMAND...
+                                        run COMMAND in the sandbox (Linux): its only road
+                                        out is a gateway that judges; print the summary
+    init --from-report R [-o POLICY]    a draft policy from a run's report; appends to POLICY
+                                        only what it does not allow yet (without -o: prints)
+    export --format harden-runner|bullfrog|hosts POLICY...
+                                        the policy as a CI runner firewall's allow-list
 
 Exit status: 0 success; 1 ``docs --check`` found the page out of date, or ``check`` found
 documented destinations no test exercised; 2 usage errors, invalid policies, or a
@@ -138,6 +145,77 @@ def _parser() -> argparse.ArgumentParser:
         help="text (as the terminal summary) or markdown (a GitHub job summary)",
     )
     report.set_defaults(run=_report)
+
+    init = sub.add_parser(
+        "init",
+        help="draft a policy from a run's report (adds only what is missing)",
+        description=(
+            "Draft a policy from a report written by --outbound-report (best from an audit"
+            " run): one destination per service the run contacted undocumented, as"
+            " pytest --outbound-learn writes it. With -o POLICY, append to that file only what"
+            " it does not allow yet (created if missing); without, print the draft."
+        ),
+    )
+    init.add_argument("--from-report", required=True, metavar="R", help="a run's JSON report")
+    init.add_argument("-o", "--output", metavar="POLICY", help="the policy file to write or extend")
+    init.set_defaults(run=_init)
+
+    export = sub.add_parser(
+        "export",
+        help="print the policy as a CI runner firewall's allow-list",
+        description=(
+            "Print the allowed hosts of POLICY files, one per line, as a CI runner firewall"
+            " takes them: harden-runner (allowed-endpoints, host:port), bullfrog"
+            " (allowed-domains) or hosts (one host pattern per line). What a format cannot"
+            " take is said on stderr, as # comments."
+        ),
+    )
+    export.add_argument("policies", nargs="+", metavar="POLICY", help="TOML policy file(s)")
+    export.add_argument("--format", required=True, choices=("harden-runner", "bullfrog", "hosts"))
+    export.set_defaults(run=_export)
+
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="run a command in the sandbox (Linux) and print the summary",
+        description=(
+            "Run COMMAND, and everything it starts, in a private network namespace (Linux user"
+            " namespaces) whose only road out is pytest-outbound's gateway (HTTP CONNECT, HTTP"
+            " proxy, SOCKS5; the proxy variables point to it) and DNS responder, which judge"
+            " every request and lookup by the policy and record the program that made it."
+            " Then print the summary. Exit status: the command's; 1 when it succeeded but"
+            " something was blocked (--mode enforce); 2 for a usage error; 127 when the"
+            " command cannot start."
+        ),
+    )
+    sandbox.add_argument(
+        "--policy", action="append", default=[], metavar="P", help="a TOML policy file; repeatable"
+    )
+    sandbox.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="also allow this host pattern; repeatable",
+    )
+    sandbox.add_argument(
+        "--mode",
+        choices=("audit", "enforce"),
+        default="audit",
+        help="audit (record, let through: default) or enforce (refuse what is not allowed)",
+    )
+    sandbox.add_argument("--report", metavar="PATH", help="write the JSON report here")
+    sandbox.add_argument(
+        "--offline", action="store_true", help="refuse every connection, documented or not"
+    )
+    sandbox.add_argument(
+        "--no-machine-values",
+        dest="machine_values",
+        action="store_false",
+        help="do not scan for this machine's hostname, user and addresses (finding them asks"
+        " the resolver for this machine's own name)",
+    )
+    sandbox.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    sandbox.set_defaults(run=_sandbox)
     return parser
 
 
@@ -312,6 +390,48 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from pytest_outbound._learn import LearnError, draft, learn_into, summary_lines
+
+    report = _load_report(args.from_report)
+    if report is None:
+        return 2
+    try:
+        if not args.output:
+            learned = draft(report)
+            sys.stdout.write(learned.text)
+        else:
+            learned = learn_into(args.output, report)
+    except LearnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lines = summary_lines(args.output or args.from_report, learned)
+    if args.output:
+        print(lines[0].removeprefix("learned: "))
+    elif not learned.added:
+        print(f"nothing to draft: every request of {args.from_report} was allowed", file=sys.stderr)
+    for line in lines[1:]:
+        print(line.replace("learned: ", "note: ", 1), file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pytest_outbound._export import export, render
+
+    loaded, errors = _load(args.policies)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        return 2
+    policy = Policy()
+    for _, one in loaded:
+        policy = policy.merge(one)
+    out, comments = render(export(policy, args.format))
+    sys.stdout.write(out)
+    sys.stderr.write(comments)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     try:
         report = load_report(args.report)
@@ -325,6 +445,23 @@ def _report(args: argparse.Namespace) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from pytest_outbound._sandbox._run import run_command
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return run_command(
+        command,
+        policies=args.policy,
+        allow=args.allow,
+        mode=args.mode,
+        report=args.report,
+        offline=args.offline,
+        machine_values=args.machine_values,
+    )
 
 
 if __name__ == "__main__":

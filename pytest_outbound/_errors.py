@@ -13,19 +13,22 @@ class PolicyError(OutboundError):
     """A policy (TOML file, conftest hook, marker or option) is malformed.
 
     ``source`` names where it came from (``outbound.toml:12`` or ``conftest.py``);
-    the plugin turns this into a one-line ``pytest.UsageError``.
+    the plugin turns this into a one-line ``pytest.UsageError``. ``key`` is the policy key
+    at fault (``schemes``, ``payload.match.version``), when one is: the TOML loader points
+    ``source`` at that key's line.
     """
 
-    def __init__(self, message: str, source: str = "") -> None:
+    def __init__(self, message: str, source: str = "", key: str = "") -> None:
         super().__init__(message, source)
         self.message = message
         self.source = source
+        self.key = key
 
     def __str__(self) -> str:
         return f"{self.source}: {self.message}" if self.source else self.message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message, self.source))
+        return (type(self), (self.message, self.source, self.key))
 
 
 class OutboundBlocked(OutboundError):

@@ -65,6 +65,7 @@ from typing import Final, Generic, Literal, TypeAlias, TypeVar
 from pytest_outbound._value import Value
 
 __all__ = [
+    "SCHEMES",
     "HostError",
     "HostPattern",
     "PatternIndex",
@@ -72,6 +73,7 @@ __all__ = [
     "Peer",
     "canonical_host",
     "default_port",
+    "entry_for_host",
     "is_local",
     "peer_from_address",
     "peer_from_url",
@@ -84,6 +86,10 @@ T = TypeVar("T")
 
 _CACHE_SIZE: Final = 4096
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: The schemes clients send (the interceptors' records carry no other; raw sockets none).
+SCHEMES: Final = tuple(_DEFAULT_PORTS)
+#: A trailing dot, as written: ASCII, or one IDNA maps to it (R4).
+_FULL_STOPS: Final = (".", "\u3002", "\uff0e", "\uff61")
 # R3: backslash, C0 controls and space, DEL, C1 controls.
 _AMBIGUOUS: Final = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
 _URL_HEAD: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(//)?([^/?#]*)")
@@ -202,6 +208,14 @@ def peer_from_address(host: str, port: int | None = None, scheme: str = "") -> P
         raise HostError(f"port {port} is outside 1-65535", "R9")
     text, ip = _canonical(host)
     return Peer(scheme, text, port, ip)
+
+
+def entry_for_host(host: str) -> str:
+    """A canonical host as an *entry* is written (a marker's, ``outbound_allow``'s): a
+    single-label name with its trailing dot (``intranet.``), anything else as it is."""
+    if "." in host or ":" in host or host == "localhost" or _NUMBER_LABEL.fullmatch(host):
+        return host
+    return f"{host}."
 
 
 def is_local(peer: Peer) -> bool:
@@ -521,6 +535,20 @@ class HostPattern(Value):
         if self.port is not None and peer.port != self.port:
             return False
         return not self.scheme or not peer.scheme or peer.scheme == self.scheme
+
+    def bare_single_label(self) -> bool:
+        """Whether this names one host by a single label (``intranet``), written without the
+        trailing dot that says a single-label host is meant (``intranet.``). As an *entry*
+        (a marker's, the fixture's, ``outbound_allow``) such a word is far more often a
+        mistyped destination name than a host, so it must be spelled out (SPEC §4).
+        ``localhost`` is a name everyone means."""
+        if self.kind != "name" or "." in self.host or self.host == "localhost":
+            return False
+        written = self.text
+        prefix = _SCHEME_PREFIX.match(written)
+        if prefix is not None:
+            written = written[prefix.end() :].partition("/")[0]
+        return not written.partition(":")[0].endswith(_FULL_STOPS)
 
 
 _ParsedPattern: TypeAlias = tuple[

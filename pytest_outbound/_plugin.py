@@ -159,6 +159,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " for python -m pytest_outbound merge.",
     )
     group.addoption(
+        "--outbound-learn",
+        default=None,
+        metavar="PATH",
+        help="write a draft policy of this run's undocumented requests to PATH, or append to"
+        " the policy there what it does not allow yet (best from an audit run).",
+    )
+    group.addoption(
         "--outbound-force-verdicts",
         action="store_true",
         default=False,
@@ -752,6 +759,14 @@ class OutboundPlugin:
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._session = session
+        learn = self.config.getoption("outbound_learn")
+        if learn and not self.is_worker:  # a target that cannot take the draft: say so now
+            from pytest_outbound._learn import LearnError, check_target
+
+            try:
+                check_target(learn)
+            except LearnError as exc:
+                raise pytest.UsageError(f"--outbound-learn {exc}") from None
 
     def _exit_status(self) -> int:
         session = self._session
@@ -1226,6 +1241,15 @@ class OutboundPlugin:
 
             write_report(report_path, self._build_report())
             self._reported = len(self.guard.records)
+        learn = self.config.getoption("outbound_learn")
+        if learn:  # from the report this run writes: `init --from-report` gives the same file
+            from pytest_outbound._learn import LearnError, learn_into
+            from pytest_outbound._learn import summary_lines as learned_lines
+
+            try:
+                self.notes.extend(learned_lines(learn, learn_into(learn, self._build_report())))
+            except LearnError as exc:
+                self.problems.append(f"--outbound-learn {exc}")
         if self.problems and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._fail_for_hidden_blocks(session, records)

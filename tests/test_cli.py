@@ -42,7 +42,7 @@ description = "Step templates."
 hosts = ["library.octopus.com"]
 group = "Community"
 """
-# line 5: an unknown key in the second destination
+# line 8: an unknown key in the second destination (the line of the key)
 BAD_KEY = """\
 [[destination]]
 name = "a"
@@ -53,7 +53,7 @@ name = "b"
 hosts = ["b.example"]
 colour = "red"
 """
-# line 1: a bad duration
+# line 4: a bad duration (the line of the key)
 BAD_DURATION = """\
 [[destination]]
 name = "c"
@@ -163,8 +163,8 @@ def test_check_reports_every_bad_file_one_line_each(files: Path) -> None:
     errors = result.stderr.splitlines()
     assert len(errors) == 3
     assert all(ERROR_LINE.match(e) for e in errors), errors
-    assert errors[0].startswith("bad_key.toml:5: destination 'b': unknown key 'colour'")
-    assert errors[1].startswith("bad_duration.toml:1: destination 'c': bad duration '8 hours'")
+    assert errors[0].startswith("bad_key.toml:8: destination 'b': unknown key 'colour'")
+    assert errors[1].startswith("bad_duration.toml:4: destination 'c': bad duration '8 hours'")
     assert errors[2].startswith("bad_toml.toml:3: invalid TOML")
 
 
@@ -224,7 +224,7 @@ def test_docs_with_a_bad_policy_writes_nothing(files: Path) -> None:
     result = run("docs", "good.toml", "bad_key.toml", "-o", "outbound.md", cwd=files)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.startswith("bad_key.toml:5: destination 'b': unknown key 'colour'")
+    assert result.stderr.startswith("bad_key.toml:8: destination 'b': unknown key 'colour'")
     assert not (files / "outbound.md").exists()
     _no_traceback(result)
 
@@ -354,7 +354,7 @@ def test_main_in_process(
 
     assert main(["check", "bad_key.toml", "bad_duration.toml"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert [e.split(":", 2)[:2] for e in err] == [["bad_key.toml", "5"], ["bad_duration.toml", "1"]]
+    assert [e.split(":", 2)[:2] for e in err] == [["bad_key.toml", "8"], ["bad_duration.toml", "4"]]
 
     assert main(["docs", "good.toml"]) == 0
     assert capsys.readouterr().out == render_docs(_destinations(GOOD))

@@ -106,7 +106,7 @@ def test_malformed_policy_file_is_a_one_line_usage_error(pytester: pytest.Pytest
     assert len(errors) == 1, result.stderr.lines
     assert errors[0].startswith("ERROR: ")
     assert errors[0].endswith(
-        "outbound.toml:1: destination 'x': unknown key 'hsts'; did you mean 'hosts'?"
+        "outbound.toml:3: destination 'x': unknown key 'hsts'; did you mean 'hosts'?"
     )
     assert "test_never_runs" not in result.stdout.str()
 

@@ -91,47 +91,47 @@ def test_a_file_read_again_is_parsed_once_and_a_changed_one_anew(tmp_path: Path)
         ),
         (
             "[[destination]]\nname = 'x'\nhsts = ['a.com']\n",
-            "outbound.toml:1: destination 'x': unknown key 'hsts'; did you mean 'hosts'?",
+            "outbound.toml:3: destination 'x': unknown key 'hsts'; did you mean 'hosts'?",
         ),
         (
             "\n\n[[destination]]\nname = 'x'\nhosts = ['a.com']\n[[destination]]\nname = 'x'\n"
             "hosts = ['b.com']\n",
-            "outbound.toml:6: duplicate destination name 'x' (first defined at outbound.toml:3)",
+            "outbound.toml:7: duplicate destination name 'x' (first defined at outbound.toml:3)",
         ),
         (
             "[[destination]]\nname = 'x'\nhosts = ['a b.com']\n",
-            "outbound.toml:1: destination 'x': ",
+            "outbound.toml:3: destination 'x': ",
         ),
         (
             "[[destination]]\nname = 'x'\nhosts = ['a.com']\nmin_interval = '8 hours'\n",
-            "outbound.toml:1: destination 'x': bad duration '8 hours'",
+            "outbound.toml:4: destination 'x': bad duration '8 hours'",
         ),
         (
             "[[destination]]\nname = 'x'\nhosts = ['a.com']\n[destination.payload.match]\n"
             "id = 'uuid4'\n",
-            "outbound.toml:1: destination 'x': payload: match.id = 'uuid4' is not a named format"
+            "outbound.toml:5: destination 'x': payload: match.id = 'uuid4' is not a named format"
             " (did you mean 'uuid'?); to match that literal text write the regex '^uuid4$'",
         ),
         (
             "[[destination]]\nname = 'x'\nhosts = 'a.com'\n",
-            "outbound.toml:1: destination 'x': hosts must be a list of strings, e.g. hosts ="
+            "outbound.toml:3: destination 'x': hosts must be a list of strings, e.g. hosts ="
             " ['a.com']",
         ),
         (
             "[[destination]]\nname = 'x'\nhosts = ['a.com']\nports = [0]\n",
-            "outbound.toml:1: destination 'x': ports: 0 is not a port number",
+            "outbound.toml:4: destination 'x': ports: 0 is not a port number",
         ),
         (
             "[[destination]]\nname = 'x'\nhosts = ['a.com']\n[destination.payload]\n"
             "feilds = ['a']\n",
-            "outbound.toml:1: destination 'x': unknown key 'feilds' in [destination.payload];"
+            "outbound.toml:5: destination 'x': unknown key 'feilds' in [destination.payload];"
             " did you mean 'fields'?",
         ),
-        ("[destinations]\n", "outbound.toml: unknown top-level key 'destinations'"),
+        ("[destinations]\n", "outbound.toml:1: unknown top-level key 'destinations'"),
         (
             "[[destination]]\nname = 'x'\nhosts = ['a.com']\n[destination.payload]\n"
             "fields = ['a']\nrequired = ['b']\n",
-            "outbound.toml:1: destination 'x': payload: 'b' is required or matched but not listed",
+            "outbound.toml:6: destination 'x': payload: 'b' is required or matched but not listed",
         ),
     ],
     ids=[
