@@ -24,7 +24,7 @@ from pytest_outbound._hosts import (
     default_port,
     peer_from_address,
 )
-from pytest_outbound._policy import Destination, Policy, compile_path_template
+from pytest_outbound._policy import Destination, Policy, compile_path_template, entry_pattern
 from pytest_outbound._record import OutboundRequest
 from pytest_outbound._sensitive import SensitiveScanner
 from pytest_outbound._value import Value
@@ -34,9 +34,11 @@ SOCKET = "socket"
 DNS = "dns"
 #: The ``client`` of a record of a Python child process that cannot be guarded (``_children``).
 CHILD = "child"
-#: The ``client`` of records of the sandbox's gateway (``_sandbox``): its tunnels are judged
-#: as socket connections are, its plain HTTP requests as any client's.
-GATEWAY = "gateway"
+#: The entry that means any destination: a test's "allow anything" (SPEC §4).
+ANY = "*"
+#: The reason recorded on a request that only ``"*"`` let through (verdict ``allowed``):
+#: no destination and no host pattern admits it.
+ALLOW_ANY = "allow-any"
 
 
 class Verdict(Value):
@@ -97,7 +99,8 @@ class Rules:
 
 
 class Entry(Value):
-    """A marker/fixture entry: a destination name, or a host pattern (SPEC §4)."""
+    """A marker/fixture entry: a destination name, a host pattern, or ``"*"``, any destination
+    (neither a destination nor a pattern) (SPEC §4)."""
 
     __slots__ = _fields = ("text", "destination", "pattern")
     text: Final[str]
@@ -115,27 +118,33 @@ class Entry(Value):
         """Whether ``request`` went to this entry (for ``to``, ``assert_contacted``, expect)."""
         if self.destination is not None:
             return request.destination == self.destination
-        return (
-            self.pattern is not None
-            and request.peer is not None
-            and self.pattern.matches(request.peer)
-        )
+        if self.pattern is None:
+            return self.text == ANY
+        return request.peer is not None and self.pattern.matches(request.peer)
+
+    @property
+    def is_any(self) -> bool:
+        """Whether this is ``"*"``: any destination."""
+        return self.text == ANY and self.pattern is None and self.destination is None
 
 
 def resolve_entry(text: object, rules: Rules, where: str) -> Entry:
-    """A string equal to a destination's name means that destination; else a host pattern."""
+    """A string equal to a destination's name means that destination; ``"*"`` any
+    destination; else a host pattern that could be a real destination (``entry_pattern``:
+    an IP, a CIDR, ``localhost``, a name with a dot, ``intranet.``). Anything else is a
+    ``PolicyError`` that starts with ``where`` and names the closest destination."""
     if not isinstance(text, str):
-        raise PolicyError(f"{where}: entry {text!r} must be a destination name or a host pattern")
+        raise PolicyError(
+            f"{where}: entry {text!r} must be a destination name or a host pattern (or '*')"
+        )
     if text in rules.by_name:
         return Entry(text, destination=text)
+    if text == ANY:
+        return Entry(text)
     try:
-        return Entry(text, pattern=HostPattern.parse(text))
-    except HostError as exc:
-        names = ", ".join(sorted(rules.by_name)) or "none documented"
-        raise PolicyError(
-            f"{where}: {text!r} is neither a documented destination ({names}) nor a valid"
-            f" host pattern: {exc}"
-        ) from None
+        return Entry(text, pattern=entry_pattern(text, rules.by_name))
+    except ValueError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
 
 
 class Context(Value):
@@ -147,7 +156,7 @@ class Context(Value):
     """
 
     _fields = ("rules", "restriction", "only_entries", "allow_entries", "restriction_source")
-    __slots__ = (*_fields, "_judgements", "_names", "_patterns", "_verdicts")
+    __slots__ = (*_fields, "_any", "_judgements", "_names", "_patterns", "_verdicts")
     rules: Final[Rules]
     restriction: Final[str | None]
     only_entries: Final[tuple[Entry, ...]]
@@ -175,9 +184,11 @@ class Context(Value):
         permitted: list[Entry] = list(allow_entries)
         if restriction == "only":
             permitted.extend(only_entries)
+        #: ``"*"`` is among them: any destination (after what the policy and patterns admit).
+        self._any: Final[bool] = any(e.is_any for e in permitted)
         self._names: Final[frozenset[str] | None] = (
             None  # every documented destination
-            if restriction is None
+            if restriction is None or self._any
             else frozenset(e.destination for e in permitted if e.destination is not None)
         )
         if restriction is None:
@@ -318,7 +329,9 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
                 detail.append(
                     contract.format_contract_diff(dest.payload, fields, breaches, name=dest.name)
                 )
-    split, split_detail = len(verdict.reasons) + len(reasons), len(verdict.detail) + len(detail)
+    # An allowed verdict's reasons say why it was allowed (``allow-any``): not a violation's.
+    base, base_detail = ((), ()) if verdict.allowed else (verdict.reasons, verdict.detail)
+    split, split_detail = len(base) + len(reasons), len(base_detail) + len(detail)
     scanner = context.rules.scanner
     if scanner is not None and request.client != CHILD:  # a command line is not sent anywhere
         for hit in scanner.scan(
@@ -333,8 +346,8 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
         verdict = Verdict(
             False,
             verdict.destination,
-            verdict.reasons + tuple(reasons),
-            verdict.detail + tuple(detail),
+            base + tuple(reasons),
+            base_detail + tuple(detail),
             verdict.closest,
         )
     return _Judgement(verdict, dest, split, split_detail)
@@ -408,7 +421,8 @@ def _offline(request: OutboundRequest, verdict: Verdict) -> Verdict:
         detail = f"{request.host} is {what}, but offline: stub it, no real connection may leave"
     else:
         detail = f"offline: no real connection may leave, and {request.host} is not documented"
-    return Verdict(False, verdict.destination, ("offline", *verdict.reasons), (detail,))
+    reasons = () if verdict.allowed else verdict.reasons  # (``allow-any`` is no violation's)
+    return Verdict(False, verdict.destination, ("offline", *reasons), (detail,))
 
 
 def _ago(seconds: float) -> str:
@@ -494,6 +508,8 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
         return Verdict(True, name)
     if context.pattern_allows(peer, host_only=host_only):
         return Verdict(True, name)
+    if context._any:
+        return Verdict(True, name, (ALLOW_ANY,), ("any destination is allowed in this test ('*')",))
     # Not permitted: say why, most specific first.
     if context.restriction is not None and (full is not None or not near):
         marker = f"outbound_{context.restriction}"
@@ -546,12 +562,11 @@ def _pattern_faults(dest: Destination, peer: Peer) -> list[tuple[str, str]]:
 
 def _constraint_faults(dest: Destination, request: OutboundRequest) -> list[tuple[str, str]]:
     """What of ``dest`` the request does not keep. A name lookup is judged on its host alone;
-    a raw socket connection, and the sandbox gateway's tunnel (``CONNECT``: what passes
-    through it is not read), on host and port (it has no scheme, method or path)."""
+    a raw socket connection on host and port (it has no scheme, method or path)."""
     faults: list[tuple[str, str]] = []
     if request.client == DNS:
         return faults
-    if request.client == SOCKET or (request.client == GATEWAY and request.method == "CONNECT"):
+    if request.client == SOCKET:
         if dest.ports and request.port not in dest.ports:
             ports = ", ".join(str(p) for p in dest.ports)
             faults.append(("port", f"port {request.port} is not documented ({ports})"))

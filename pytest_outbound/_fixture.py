@@ -31,20 +31,39 @@ class Outbound:
         return list(self._scope.records)
 
     def _entry(self, entry: str, what: str) -> Entry:
+        """``entry`` resolved (SPEC §4); a mistake is a ``ValueError`` naming the call and the
+        test ("did you mean 'update-check'?"), raised at the test's own line."""
+        __tracebackhide__ = True
         try:
-            return resolve_entry(entry, self._scope.context.rules, f"outbound.{what}()")
+            return resolve_entry(entry, self._scope.context.rules, self._where(what))
         except PolicyError as exc:
             raise ValueError(str(exc)) from None
 
-    def to(self, entry: str) -> list[OutboundRequest]:
-        """The requests of this test that went to ``entry`` (destination name or host pattern)."""
-        resolved = self._entry(entry, "to")
+    def _where(self, what: str) -> str:
+        return f"outbound.{what}() in {self._scope.nodeid}"
+
+    def _to(self, entry: str, what: str) -> list[OutboundRequest]:
+        __tracebackhide__ = True
+        resolved = self._entry(entry, what)
         return [r for r in self._scope.records if resolved.covers(r)]
+
+    def to(self, entry: str) -> list[OutboundRequest]:
+        """The requests of this test that went to ``entry`` (destination name, host pattern,
+        or ``"*"``: all of them)."""
+        __tracebackhide__ = True
+        return self._to(entry, "to")
 
     def assert_contacted(self, entry: str, count: int | None = None) -> None:
         """Fail unless ``entry`` was contacted (at least once, or exactly ``count`` times)."""
-        found = self.to(entry)
         __tracebackhide__ = True
+        if count is not None and (
+            not isinstance(count, int) or isinstance(count, bool) or count < 0
+        ):
+            raise ValueError(
+                f"{self._where('assert_contacted')}: count must be a whole number"
+                f" (or None: at least once), got {count!r}"
+            )
+        found = self._to(entry, "assert_contacted")
         if count is None and not found:
             raise AssertionError(
                 f"{entry!r} was not contacted in this test\n{self._contacted_text()}"
@@ -57,8 +76,8 @@ class Outbound:
 
     def assert_not_contacted(self, entry: str) -> None:
         """Fail if ``entry`` was contacted in this test."""
-        found = self.to(entry)
         __tracebackhide__ = True
+        found = self._to(entry, "assert_not_contacted")
         if found:
             lines = "\n".join(f"  {r.method} {r.url} ({r.location})" for r in found)
             raise AssertionError(f"{entry!r} was contacted {len(found)} time(s):\n{lines}")
@@ -81,7 +100,7 @@ class Outbound:
             required=tuple(required),
             match=dict(match or {}),
         )
-        found = self.to(entry)
+        found = self._to(entry, "assert_payload")
         if not found:
             raise AssertionError(
                 f"{entry!r} was not contacted in this test\n{self._contacted_text()}"
@@ -138,7 +157,14 @@ class Outbound:
         del scope.pending[pending:]
 
     def allow(self, *entries: str) -> None:
-        """Permit these destinations or host patterns too, from now on, in this test."""
+        """Permit these destinations or host patterns too, from now on, in this test
+        (``"*"``: any destination)."""
+        __tracebackhide__ = True
+        if not entries:
+            raise ValueError(
+                f"{self._where('allow')}: name at least one destination or host pattern"
+                " ('*' allows any destination)"
+            )
         resolved = [self._entry(e, "allow") for e in entries]
         self._scope.context = self._scope.context.with_allowed(resolved)
 
@@ -156,6 +182,7 @@ class Outbound:
 
         The request is still judged by the policy first: stubbing does not document it.
         """
+        __tracebackhide__ = True
         from pytest_outbound._stubs import Stub  # responses and respx, only when stubbing
 
         stub = Stub(

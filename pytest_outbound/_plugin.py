@@ -25,13 +25,13 @@ from _pytest.nodes import Node
 
 from pytest_outbound import _exit, _hookspecs
 from pytest_outbound._backstop import Backstop, Waiting, install_hook, own_work
-from pytest_outbound._decide import Context, Entry, Rules, resolve_entry
+from pytest_outbound._decide import ANY, Context, Entry, Rules, resolve_entry
 from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
 from pytest_outbound._hosts import HostError, HostPattern
 from pytest_outbound._interceptors import Installation, InstallError
 from pytest_outbound._interceptors._body import finish_all
-from pytest_outbound._policy import Destination, Policy
+from pytest_outbound._policy import Destination, Policy, entry_pattern
 from pytest_outbound._record import DEFAULT_BODY_LIMIT, EXPECTED_BLOCK, OutboundRequest
 from pytest_outbound._sensitive import (
     COMMON_WORDS,
@@ -90,6 +90,8 @@ def _mode_type(value: str) -> str:
 
 
 def _pattern_type(value: str) -> str:
+    if value == ANY:
+        return value  # (said once the policy is read: ``_load_policy``)
     try:
         HostPattern.parse(value)
     except HostError as exc:
@@ -377,6 +379,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 early[1].deactivate()
             Waiting.hand_over(None)
             return
+        _check_ini_bools(config)
+        _check_outputs(config)
         plugin = OutboundPlugin(config, mode, _load_policy(config, _option), early)
     except BaseException:
         if early is not None:
@@ -448,25 +452,111 @@ class _ControllerRecords:
 def _load_policy(config: pytest.Config, option: Any) -> Policy:
     paths: list[Path] = list(config.getini("outbound_policy"))
     paths += [Path(p) for p in option(config, "outbound_policy") or ()]
-    allowed = [str(p).strip() for p in config.getini("outbound_allow") if str(p).strip()]
-    allowed += option(config, "outbound_allow") or []
+    allowed = [
+        ("outbound_allow", text)
+        for text in (str(p).strip() for p in config.getini("outbound_allow"))
+        if text
+    ]
+    allowed += [("--outbound-allow", text) for text in option(config, "outbound_allow") or ()]
     policy = Policy()
     try:
-        for path in paths:
-            policy = policy.merge(Policy.from_toml(path, _display_path(config, path)))
-        for text in allowed:
-            try:
-                HostPattern.parse(text)
-            except HostError as exc:
+        files: dict[Path, Path] = {}
+        for path in paths:  # a file named twice (ini and command line) is read once
+            files.setdefault(path.resolve(), path)
+        named: dict[str, set[Path]] = {}
+        for resolved in files:
+            named.setdefault(resolved.name, set()).add(resolved)
+        for resolved, path in files.items():
+            # two files of one name (outbound.toml) in messages: each by its whole path
+            shown = str(resolved) if len(named[resolved.name]) > 1 else None
+            policy = policy.merge(Policy.from_toml(path, shown or _display_path(config, path)))
+        names = {d.name for d in policy}
+        patterns = []
+        for where, text in allowed:
+            if text in names:  # a documented destination: allowed already
+                continue
+            if text == ANY:
                 raise PolicyError(
-                    f"outbound_allow: {text!r} is not a host pattern: {exc}"
-                ) from None
-        return policy.merge(Policy((), tuple(allowed)))
+                    f"{where} '*': '*' allows any destination in one test"
+                    ' (@pytest.mark.outbound_allow("*"), outbound.allow("*")); to record'
+                    " without blocking anywhere, use outbound_mode = audit"
+                )
+            try:
+                entry_pattern(text, names)
+            except ValueError as exc:
+                raise PolicyError(f"{where}: {exc}") from None
+            patterns.append(text)
+        return policy.merge(Policy((), tuple(dict.fromkeys(patterns))))
     except PolicyError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
+#: The ini options of type bool: a value pytest cannot read is a usage error naming the
+#: option, before the first test (pytest's own error names neither, and comes when it is read).
+_BOOL_INI = (
+    "outbound_offline",
+    "outbound_subprocess",
+    "outbound_require_coverage",
+    "outbound_sensitive_machine",
+)
+
+
+def _check_ini_bools(config: pytest.Config) -> None:
+    for name in _BOOL_INI:
+        try:
+            config.getini(name)
+        except (ValueError, pytest.UsageError) as exc:  # (pytest 9 raises the latter)
+            value = str(exc).removeprefix("invalid truth value ")
+            raise pytest.UsageError(
+                f"{name} = {value}: write true or false (or yes/no, on/off, 1/0)"
+            ) from None
+
+
+def _check_outputs(config: pytest.Config) -> None:
+    """The files the run writes at its end can be written: said before the first test, not
+    as a traceback after the whole suite ran. Missing directories are created then; a path
+    that is a directory, or below a file, or in a directory that cannot be written, is a
+    usage error naming the option. A page to check must exist (unless the same run writes it)."""
+    report = config.getoption("outbound_report")
+    if report:
+        _check_output(report, f"--outbound-report {report}")
+    else:
+        for path in config.getini("outbound_report")[:1]:
+            _check_output(path, f"outbound_report = {path}")
+    docs = config.getoption("outbound_docs")
+    if docs:
+        _check_output(docs, f"--outbound-docs {docs}")
+    check = config.getoption("outbound_docs_check")
+    if check:
+        what = f"--outbound-docs-check {check}"
+        target = Path(check)
+        if target.is_dir():
+            raise pytest.UsageError(f"{what}: is a directory; give the page to check")
+        if not target.exists() and not (docs and Path(docs).resolve() == target.resolve()):
+            raise pytest.UsageError(
+                f"{what}: the page is missing; write it with --outbound-docs {check} (give"
+                " both options the same path to check and write it in one run)"
+            )
+
+
+def _check_output(path: str | Path, what: str) -> None:
+    target = Path(path)
+    if target.is_dir():
+        raise pytest.UsageError(f"{what}: is a directory; give the path of the file to write")
+    for parent in target.absolute().parents:  # the nearest that exists must take the file
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise pytest.UsageError(f"{what}: cannot write there: {parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise pytest.UsageError(
+                f"{what}: cannot write there: the directory {parent} is not writable"
+            )
+        break
+
+
 def _new_guard(config: pytest.Config, mode: str, policy: Policy, option: Any) -> Guard:
+    _check_ini_bools(config)  # (the early guard reads outbound_offline before configure)
     local = str(config.getini("outbound_local")).strip()
     if local not in ("allow", "enforce"):
         raise pytest.UsageError(f"outbound_local = {local!r}: write allow or enforce")
@@ -498,11 +588,18 @@ def _marker_ini(config: pytest.Config) -> str:
 
 
 def _display_path(config: pytest.Config, path: str | Path) -> str:
-    """``path`` relative to the rootdir when it lies below it, for messages."""
+    """``path`` relative to the rootdir, for messages: below it as it lies there, else as
+    ``../`` steps up from it (two files never read alike, whatever the directory pytest ran
+    in), or absolute where no relative path leads (another drive)."""
+    resolved = Path(path).resolve()
     try:
-        return str(Path(path).resolve().relative_to(config.rootpath))
+        return str(resolved.relative_to(config.rootpath))
     except ValueError:
-        return str(path)
+        pass
+    try:
+        return os.path.relpath(resolved, config.rootpath)
+    except ValueError:
+        return str(resolved)
 
 
 def _int_ini(config: pytest.Config, name: str, example: str) -> int:
@@ -828,19 +925,22 @@ class OutboundPlugin:
             kwargs = {name: self.config for name in impl.argnames if name == "config"}
             try:
                 result = impl.function(**kwargs)
+                if (
+                    result is None
+                    or not isinstance(result, Iterable)
+                    or isinstance(result, str | Destination)
+                ):
+                    raise PolicyError(
+                        f"pytest_outbound_destinations returned {result!r};"
+                        " return a list of Destination(...) objects (an empty one for none)",
+                        source,
+                    )
+                found = list(result)  # (a generator runs here)
             except PolicyError as exc:
                 raise PolicyError(exc.message, exc.source or source) from None
-            except (TypeError, ValueError) as exc:  # e.g. Destination(host=...) for hosts=
-                raise PolicyError(f"pytest_outbound_destinations: {exc}", source) from None
-            if result is None:
-                continue
-            if not isinstance(result, Iterable) or isinstance(result, str | Destination):
-                raise PolicyError(
-                    f"pytest_outbound_destinations returned {result!r};"
-                    " return a list of Destination(...) objects",
-                    source,
-                )
-            for dest in result:
+            except Exception as exc:  # e.g. Destination(host=...) for hosts=, or any bug
+                raise PolicyError(_hook_failure(exc, filename), source) from None
+            for dest in found:
                 if not isinstance(dest, Destination):
                     raise PolicyError(
                         f"pytest_outbound_destinations returned {dest!r};"
@@ -859,22 +959,28 @@ class OutboundPlugin:
         allow: list[Entry] = []
         expect: list[tuple[Entry, int | None]] = []
         for node, mark in item.iter_markers_with_node():
+            if not mark.name.startswith("outbound_"):
+                continue
             where = f"@pytest.mark.{mark.name} on {_describe_node(node)}"
-            if mark.name in ("outbound_only", "outbound_none") and restriction is None:
-                restriction = mark.name.removeprefix("outbound_")
-                if restriction == "none" and (mark.args or mark.kwargs):
-                    raise PolicyError(f"{where}: outbound_none takes no arguments")
-                only = tuple(resolve_entry(a, rules, where) for a in mark.args)
-                if restriction == "only" and not only:
-                    raise PolicyError(
-                        f"{where}: name at least one destination or host pattern,"
-                        " or use outbound_none"
-                    )
-                source = where
-            elif mark.name == "outbound_allow":
-                allow.extend(resolve_entry(a, rules, where) for a in mark.args)
-            elif mark.name == "outbound_expect":
-                expect.append(_expect_entry(mark, rules, where))
+            try:
+                if mark.name in ("outbound_only", "outbound_none"):
+                    # a farther one gives way to the closest, but is checked all the same
+                    entries = _restriction_entries(mark, rules, where)
+                    if restriction is None:
+                        restriction = mark.name.removeprefix("outbound_")
+                        only, source = entries, where
+                elif mark.name == "outbound_allow":
+                    _no_keywords(mark, where, "outbound_allow(*entries)")
+                    if not mark.args:
+                        raise PolicyError(
+                            f"{where}: name at least one destination or host pattern"
+                            " ('*' allows any destination)"
+                        )
+                    allow.extend(resolve_entry(a, rules, where) for a in mark.args)
+                elif mark.name == "outbound_expect":
+                    expect.append(_expect_entry(mark, rules, where))
+            except PolicyError as exc:
+                raise _at_marker(exc, where, node) from None
         if expect:
             self._expects[item] = tuple(expect)
         if restriction is None and not allow:
@@ -1232,6 +1338,8 @@ class OutboundPlugin:
                 "marked_offline": self._marked_offline(),
             }
             return
+        if session.exitstatus == pytest.ExitCode.USAGE_ERROR:
+            return  # no test ran: the one-line usage error is all there is to say
         destinations, records = self.destinations(), self.records()
         self.finished = True
         self.problems = self._problems(destinations, records)
@@ -1239,7 +1347,12 @@ class OutboundPlugin:
         if report_path:
             from pytest_outbound._report import write_report
 
-            write_report(report_path, self._build_report())
+            try:  # (checked before the first test; the file system can change since)
+                write_report(report_path, self._build_report())
+            except OSError as exc:
+                self.problems.append(
+                    f"--outbound-report {report_path}: cannot write it: {exc.strerror or exc}"
+                )
             self._reported = len(self.guard.records)
         learn = self.config.getoption("outbound_learn")
         if learn:  # from the report this run writes: `init --from-report` gives the same file
@@ -1421,23 +1534,37 @@ class OutboundPlugin:
             evidence = evidence_from_records(records)
             page = render_docs(destinations, evidence)
             if check_path:
+                same = bool(docs_path) and Path(docs_path).resolve() == Path(check_path).resolve()
                 try:
-                    on_disk = Path(check_path).read_text(encoding="utf-8")
-                except OSError:
-                    on_disk = ""
-                expected = page_to_check(on_disk, destinations, evidence)
-                diff = docs_diff(expected=expected, actual=on_disk, path=str(check_path))
-                if diff:
+                    on_disk: str | None = Path(check_path).read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    on_disk = None
+                if on_disk is None:  # (gone since the start, or written by this run first)
                     fix = (
-                        "it was rewritten now; commit it"
-                        if docs_path and Path(docs_path).resolve() == Path(check_path).resolve()
-                        else f"regenerate it with --outbound-docs {check_path}"
+                        "it was written now; commit it"
+                        if same
+                        else f"write it with --outbound-docs {check_path}"
                     )
-                    problems.append(
-                        f"the documentation page {check_path} is out of date ({fix}):\n{diff}"
-                    )
+                    problems.append(f"the documentation page {check_path} is missing ({fix})")
+                else:
+                    expected = page_to_check(on_disk, destinations, evidence)
+                    diff = docs_diff(expected=expected, actual=on_disk, path=str(check_path))
+                    if diff:
+                        fix = (
+                            "it was rewritten now; commit it"
+                            if same
+                            else f"regenerate it with --outbound-docs {check_path}"
+                        )
+                        problems.append(
+                            f"the documentation page {check_path} is out of date ({fix}):\n{diff}"
+                        )
             if docs_path:
-                write_text_atomic(docs_path, page)
+                try:
+                    write_text_atomic(docs_path, page)
+                except OSError as exc:
+                    problems.append(
+                        f"--outbound-docs {docs_path}: cannot write it: {exc.strerror or exc}"
+                    )
         return problems
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -1514,6 +1641,24 @@ def _has_outbound_marker(item: pytest.Item) -> bool:
     return False
 
 
+def _hook_failure(exc: Exception, filename: str) -> str:
+    """``pytest_outbound_destinations: ValueError at line 7: ...``: the exception a hook
+    raised, at the last line of its file that it passed through."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(filename):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    at = f" at line {line}" if line is not None else ""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"pytest_outbound_destinations: {type(exc).__name__}{at}: {text}"
+        if text
+        else f"pytest_outbound_destinations: {type(exc).__name__}{at}"
+    )
+
+
 def _describe_node(node: Node) -> str:
     if isinstance(node, pytest.Class):
         return f"class {node.name}"
@@ -1524,7 +1669,56 @@ def _describe_node(node: Node) -> str:
     return node.nodeid or "the session"
 
 
+def _restriction_entries(mark: pytest.Mark, rules: Rules, where: str) -> tuple[Entry, ...]:
+    """An ``outbound_only`` or ``outbound_none`` marker's entries, checked."""
+    if mark.name == "outbound_none":
+        if mark.args or mark.kwargs:
+            raise PolicyError(f"{where}: outbound_none takes no arguments")
+        return ()
+    _no_keywords(mark, where, "outbound_only(*entries)")
+    if not mark.args:
+        raise PolicyError(
+            f"{where}: name at least one destination or host pattern, or use outbound_none"
+        )
+    return tuple(resolve_entry(a, rules, where) for a in mark.args)
+
+
+def _no_keywords(mark: pytest.Mark, where: str, usage: str, known: Sequence[str] = ()) -> None:
+    unknown = [k for k in mark.kwargs if k not in known]
+    if unknown:
+        raise PolicyError(f"{where}: unknown keyword argument {unknown[0]!r}; write {usage}")
+
+
+def _at_marker(exc: PolicyError, where: str, node: Node) -> PolicyError:
+    """A marker's error, with the file and line it was written at (of the test, class or
+    module that carries it: a ``Mark`` keeps no line of its own)."""
+    location = _node_location(node)
+    if not location or not exc.message.startswith(where):
+        return exc
+    marker, _, described = where.partition(" on ")
+    return PolicyError(f"{marker} at {location} on {described}{exc.message[len(where) :]}")
+
+
+def _node_location(node: Node) -> str:
+    """``path:line`` of a test or class (its first decorator's line), or of a module's
+    ``pytestmark``; ``""`` when unknown."""
+    try:
+        path, line, _ = node.reportinfo()  # type: ignore[attr-defined]
+    except Exception:
+        return ""
+    shown = _display_path(node.config, os.fspath(path))
+    if isinstance(node, pytest.Module):
+        import linecache
+
+        for number, text in enumerate(linecache.getlines(os.fspath(path)), 1):
+            if text.startswith("pytestmark"):
+                return f"{shown}:{number}"
+        return shown
+    return f"{shown}:{line + 1}" if isinstance(line, int) else shown
+
+
 def _expect_entry(mark: pytest.Mark, rules: Rules, where: str) -> tuple[Entry, int | None]:
+    _no_keywords(mark, where, "outbound_expect(entry, count=None)", ("count",))
     args = list(mark.args)
     kwargs = dict(mark.kwargs)
     count = kwargs.pop("count", args.pop(1) if len(args) > 1 else None)
