@@ -320,7 +320,13 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
     detail: list[str] = []
     if dest is not None:
         request.templates = dest.paths
-        if dest.payload is not None and not request.streamed:  # (judged once it has passed)
+        # A lookup, a connection or a child's command line carries no fields: the contract is
+        # the HTTP request's (judged where it is made); a streamed body, once it has passed.
+        if (
+            dest.payload is not None
+            and not request.streamed
+            and request.client not in (SOCKET, DNS, CHILD)
+        ):
             contract = _contract_module()
             fields = request.field_values()
             breaches = contract.check_payload(dest.payload, fields)

@@ -412,20 +412,15 @@ def test_the_draft_admits_every_request_it_learned(
             for line in text.splitlines()
         )
     for record in records:
-        if uncomment and record["client"] in ("dns", "socket"):
-            continue  # see test_a_lookup_is_not_held_to_the_payload_contract
         assert admits(text, record), record["url"]
     assert draft(report(*records), first.text).added == []
     # the same records in another order (another pytest-xdist schedule): the same file
     assert draft(report(*reversed(records))).text == first.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core (_decide): a destination's payload contract is applied to its name lookups"
-    " and raw connections, which carry no fields, so required fields are 'missing' there",
-)
 def test_a_lookup_is_not_held_to_the_payload_contract() -> None:
+    """A name lookup or a connection carries no fields: a contract's required fields are
+    not missing there (the HTTP request is held to it)."""
     policy = (
         '[[destination]]\nname = "api"\nhosts = ["api.example.org"]\n'
         '[destination.payload]\nfields = ["a"]\nrequired = ["a"]\n'

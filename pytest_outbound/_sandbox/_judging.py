@@ -1,0 +1,170 @@
+"""What the sandbox saw, as an ``OutboundRequest`` judged by a ``Guard``: the one decision path.
+
+The gateway turns each proxied request, tunnel and name lookup into an ``Ask`` (plain data, sent
+as JSON to the test session that judges it); ``judge`` builds the record and hands it to
+``Guard.observe``, as every interceptor does:
+
+- a plain HTTP request through the proxy: ``client`` ``gateway``, judged as a request of
+  any HTTP client is (method, URL, headers, body: paths, payload contract, sensitive values);
+- a tunnel (HTTP ``CONNECT``, SOCKS5): ``client`` ``gateway``, method ``CONNECT``, URL
+  ``tcp://host:port``: judged on host and port alone, as a socket connection is (what goes
+  through a tunnel is TLS, or anything: the gateway cannot read it);
+- a name lookup: ``client`` ``dns``, judged as the socket backstop judges a lookup.
+
+Each record's ``location`` is the program that made it (``curl -sS http://... (pid 4242)``).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_outbound._decide import DNS, GATEWAY
+from pytest_outbound._errors import OutboundBlocked
+from pytest_outbound._guard import Guard
+from pytest_outbound._hosts import HostError, Peer, peer_from_address
+from pytest_outbound._record import OutboundRequest, build_request
+
+HTTP = "http"
+TUNNEL = "tunnel"
+LOOKUP = "lookup"
+
+#: Set on an ``OutboundBlocked`` the sandbox raised (the test's failure says so).
+SANDBOX_ATTRIBUTE = "sandbox"
+
+
+@dataclass
+class Ask:
+    """One thing the gateway or the DNS responder asks leave for.
+
+    ``kind``: ``http`` (``method``, ``url``, ``headers``, ``body``), ``tunnel`` (``host``,
+    ``port``; ``names``: the names the responder answered with that address) or ``lookup``
+    (``host`` the name or, for ``PTR``, the address). ``pid`` and ``program`` say who asked.
+    """
+
+    kind: str
+    method: str
+    host: str = ""
+    port: int | None = None
+    url: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    pid: int | None = None
+    program: str = ""
+    names: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "method": self.method,
+            "host": self.host,
+            "port": self.port,
+            "url": self.url,
+            "headers": [list(h) for h in self.headers],
+            "body": base64.b64encode(self.body).decode("ascii"),
+            "pid": self.pid,
+            "program": self.program,
+            "names": list(self.names),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ask:
+        return cls(
+            kind=str(data["kind"]),
+            method=str(data["method"]),
+            host=str(data.get("host", "")),
+            port=data.get("port"),
+            url=str(data.get("url", "")),
+            headers=[(str(k), str(v)) for k, v in data.get("headers", ())],
+            body=base64.b64decode(data.get("body", "")),
+            pid=data.get("pid"),
+            program=str(data.get("program", "")),
+            names=tuple(str(n) for n in data.get("names", ())),
+        )
+
+    def shown(self) -> str:
+        """``GET http://x/``, ``CONNECT x:443``, ``DNS x``: for messages."""
+        if self.kind == HTTP:
+            return f"{self.method} {self.url}"
+        if self.kind == TUNNEL:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            return f"CONNECT {host}:{self.port}"
+        return f"{self.method} {self.host}"
+
+
+@dataclass
+class Answer:
+    """The judgement: allowed, and if not, why (one line) and in which test."""
+
+    allowed: bool
+    why: str = ""
+    test: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"allowed": self.allowed, "why": self.why, "test": self.test}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Answer:
+        return cls(bool(data.get("allowed")), str(data.get("why", "")), str(data.get("test", "")))
+
+
+def record_for(ask: Ask, body_limit: int) -> OutboundRequest:
+    """The unjudged record of ``ask``."""
+    if ask.kind == HTTP:
+        record = build_request(
+            ask.method,
+            ask.url,
+            headers=ask.headers,
+            body=ask.body,
+            client=GATEWAY,
+            body_limit=body_limit,
+        )
+    else:
+        peer: Peer | None
+        try:
+            peer = peer_from_address(ask.host, ask.port if ask.kind == TUNNEL else None)
+            error = ""
+        except HostError as exc:
+            peer, error = None, str(exc)
+        shown = f"[{ask.host}]" if ":" in ask.host else ask.host
+        if ask.kind == TUNNEL:
+            url, client = f"tcp://{shown}:{ask.port}", GATEWAY
+        else:
+            url, client = f"dns://{shown}", DNS
+        record = OutboundRequest(
+            method=ask.method,
+            url=url,
+            scheme="",
+            host=peer.host if peer is not None else ask.host,
+            port=peer.port if peer is not None else ask.port,
+            path="",
+            query_text="",
+            headers={},
+            client=client,
+            peer=peer,
+            host_error=error,
+        )
+        record.resolved_names = tuple(sorted(set(ask.names)))
+    record.location = ask.program
+    return record
+
+
+def judge(guard: Guard, ask: Ask, *, own_pid: int | None = None) -> Answer:
+    """Judge ``ask`` with ``guard`` (the records, the summary, the report, the hooks are the
+    guard's). A request of the guard's own process (``own_pid``) that its HTTP interceptor
+    judged already in this test is not recorded twice (``Guard.observe_low``)."""
+    record = record_for(ask, guard.body_limit)
+    if guard.offline:
+        record.offline = True
+    try:
+        if own_pid is not None and ask.pid == own_pid:
+            guard.observe_low(record, record.resolved_names)
+        else:
+            guard.observe(record)
+    except OutboundBlocked as exc:
+        setattr(exc, SANDBOX_ATTRIBUTE, True)
+        return Answer(False, ", ".join(record.reasons) or "blocked", record.nodeid)
+    if record.verdict == "violation" and guard.enforcing:  # judged, not raised (a repeat)
+        return Answer(False, ", ".join(record.reasons), record.nodeid)
+    return Answer(True, test=record.nodeid)
