@@ -34,6 +34,9 @@ SOCKET = "socket"
 DNS = "dns"
 #: The ``client`` of a record of a Python child process that cannot be guarded (``_children``).
 CHILD = "child"
+#: The ``client`` of records of the sandbox's gateway (``_sandbox``): its tunnels are judged
+#: as socket connections are, its plain HTTP requests as any client's.
+GATEWAY = "gateway"
 #: The entry that means any destination: a test's "allow anything" (SPEC §4).
 ANY = "*"
 #: The reason recorded on a request that only ``"*"`` let through (verdict ``allowed``):
@@ -568,11 +571,12 @@ def _pattern_faults(dest: Destination, peer: Peer) -> list[tuple[str, str]]:
 
 def _constraint_faults(dest: Destination, request: OutboundRequest) -> list[tuple[str, str]]:
     """What of ``dest`` the request does not keep. A name lookup is judged on its host alone;
-    a raw socket connection on host and port (it has no scheme, method or path)."""
+    a raw socket connection, and the sandbox gateway's tunnel (``CONNECT``: what passes
+    through it is not read), on host and port (it has no scheme, method or path)."""
     faults: list[tuple[str, str]] = []
     if request.client == DNS:
         return faults
-    if request.client == SOCKET:
+    if request.client == SOCKET or (request.client == GATEWAY and request.method == "CONNECT"):
         if dest.ports and request.port not in dest.ports:
             ports = ", ".join(str(p) for p in dest.ports)
             faults.append(("port", f"port {request.port} is not documented ({ports})"))
