@@ -1,0 +1,773 @@
+"""Is audit mode invisible to real test suites? (issue 22)
+
+Runs real projects' own test suites twice, without the plugin (``-p no:outbound``) and with it
+in audit mode (``-o outbound_mode=audit``), and prints per project: the number of tests, every
+test whose outcome differs between the two runs (none are allowed), and the wall-time ratio
+(with / without). Run by hand, like benchmarks/run.py; not part of CI. compat/README.md says
+how to get the projects' sources; compat/RESULTS.md holds the last measurement.
+
+    .venv/bin/python compat/run.py --projects-dir ../compat-projects              # every project
+    .venv/bin/python compat/run.py --projects-dir ../compat-projects --only httpx  # one project
+    .venv/bin/python compat/run.py --projects-dir ../compat-projects --plugin worktree
+
+The plugin measured is pytest_outbound as committed at ``--plugin`` (default HEAD), extracted
+with ``git archive`` and installed (not editable) into each project's virtualenv, so that
+uncommitted edits in the work tree are not measured by accident; ``--plugin worktree``
+installs the work tree, editable. Each project gets its own virtualenv under
+``--work-dir/<project>/venv`` (made once, and made again when its recipe or the plugin commit
+changes, or with ``--reinstall``), holding the project (editable, from its checkout), its
+test requirements and pytest-outbound. Installing needs the package index; the test runs need
+no network at all: each runs inside a fresh network namespace that has only loopback
+(``unshare -rn``), the same for both runs, so no test can reach a non-loopback address.
+
+Per-test outcomes come from ``--junitxml`` (one file a run): a test id is the file's
+``classname::name``; its outcome is ``passed``, ``failed``, ``error``, ``skipped`` or
+``xfailed``, and a test that also errored in teardown reads ``passed+error`` and so on.
+Each project's recipe (PROJECTS below) names its checkout, the test paths, the extra pip
+requirements, the pytest arguments and the tests deselected in BOTH runs because they cannot
+pass here without the plugin either (they need the internet, a tool not installed, ...), each
+with its reason. ``--baseline-runs 2`` runs the suite without the plugin twice, and any test
+whose outcome differs between those two is reported as flaky rather than as a change.
+
+Everything a run writes (junit files, the full output, the plugin's JSON report) stays under
+``--work-dir/<project>/``; ``--json`` writes the results of this invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+NETNS = ("unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"')
+#: Installed in every project's virtualenv: a hanging test fails by name (both runs alike).
+ALWAYS = ("pytest-timeout",)
+WITHOUT = "without"
+AUDIT = "audit"
+
+
+@dataclasses.dataclass(frozen=True)
+class Project:
+    """How to install and run one project's tests. In ``install``, ``{checkout}`` stands for
+    the checkout's absolute path and ``{projects}`` for --projects-dir's."""
+
+    name: str
+    checkout: str  # directory under --projects-dir
+    clone: str  # git clone URL
+    tag: str  # the tag measured (RESULTS.md names the commit)
+    install: tuple[str, ...]  # pip install arguments
+    test_paths: tuple[str, ...]
+    #: Other checkouts the install needs: (directory, clone URL, commit).
+    more: tuple[tuple[str, str, str], ...] = ()
+    pytest_args: tuple[str, ...] = ()
+    #: (node id, reason): deselected in both runs; these fail here without the plugin too.
+    deselect: tuple[tuple[str, str], ...] = ()
+    xdist: bool = False
+    install_env: tuple[tuple[str, str], ...] = ()
+    run_env: tuple[tuple[str, str], ...] = ()
+    timeout: int = 1200  # seconds, for each run
+    #: pytest-timeout's --timeout (installed everywhere): a test that hangs fails, by name.
+    per_test_timeout: int = 120
+
+
+#: vcrpy's requests tests that fail over https without the plugin too.
+VCRPY_REQUESTS_HTTPS = (
+    "test_status_code",
+    "test_headers",
+    "test_body",
+    "test_get_empty_content_type_json",
+    "test_effective_url",
+    "test_auth",
+    "test_auth_failed",
+    "test_post",
+    "test_redirects",
+    "test_gzip__decode_compressed_response_false",
+    "test_gzip__decode_compressed_response_true",
+    "test_session_created_before_use_cassette_is_patched",
+    "test_nested_cassettes_with_session_created_before_nesting",
+    "test_post_file",
+    "test_filter_post_params",
+    "test_post_unicode_match_on_body",
+)
+
+PROJECTS: tuple[Project, ...] = (
+    Project(
+        name="requests",
+        checkout="requests",
+        clone="https://github.com/psf/requests.git",
+        tag="v2.34.2",
+        install=(
+            "-e",
+            "{checkout}[socks]",
+            "pytest-httpbin==2.1.0",
+            "httpbin~=0.10.0",
+            "trustme",
+            "pytest-xdist",
+        ),
+        test_paths=("tests",),
+        xdist=True,
+        deselect=(
+            (
+                "tests/test_requests.py::TestTimeout::test_connect_timeout",
+                "expects a connect timeout from the non-routable 10.255.255.1; without a"
+                " route the connect fails at once (ConnectionError, not ConnectTimeout)",
+            ),
+            (
+                "tests/test_requests.py::TestTimeout::test_total_timeout_connect",
+                "same as test_connect_timeout",
+            ),
+        ),
+    ),
+    Project(
+        name="httpx",
+        checkout="httpx",
+        clone="https://github.com/encode/httpx.git",
+        tag="0.28.1",
+        install=(
+            "-e",
+            "{checkout}[brotli,cli,http2,socks,zstd]",
+            # The pins of the project's requirements.txt: newer uvicorn logs differently
+            # (test_utils' logging tests), newer click deprecates what test_main uses.
+            "chardet==5.2.0",
+            "cryptography==44.0.0",
+            "trio==0.27.0",
+            "trustme==1.2.0",
+            "uvicorn==0.32.1",
+            "click<8.2",
+        ),
+        test_paths=("tests",),
+        # The project's own marker for tests that need the internet.
+        pytest_args=("-m", "not network"),
+        # No xdist: the suite's server listens on the fixed port 8000 (tests/conftest.py),
+        # so a second worker's server cannot start and that worker waits forever.
+        deselect=(
+            (
+                "tests/test_utils.py::test_logging_request",
+                "fails here without the plugin: caplog also holds uvicorn.access's records",
+            ),
+            (
+                "tests/test_utils.py::test_logging_redirect_chain",
+                "same as test_logging_request",
+            ),
+            (
+                "tests/test_timeouts.py::test_write_timeout[trio]",
+                "fails here without the plugin: an unclosed async generator's ResourceWarning"
+                " (filterwarnings = error) under trio",
+            ),
+        ),
+    ),
+    Project(
+        name="urllib3",
+        checkout="urllib3",
+        clone="https://github.com/urllib3/urllib3.git",
+        tag="2.7.0",
+        # The "dev" group at the versions of the tag's uv.lock: newer quart, hypercorn and
+        # pyOpenSSL fail dozens of tests without the plugin. The suite's hypercorn is the
+        # project's fork (pyproject's [tool.uv.sources]), a second checkout.
+        install=(
+            "-e",
+            "{checkout}[socks,brotli,zstd,h2]",
+            "{projects}/urllib3-hypercorn[trio]",
+            "anyio[trio]==4.13.0",
+            "cryptography==47.0.0",
+            "flask==3.1.3",
+            "h11==0.16.0",
+            "h2==4.3.0",
+            "httpx==0.28.1",
+            "idna==3.13",
+            "pyopenssl==26.1.0",
+            "pysocks==1.7.1",
+            "pytest==9.0.3",
+            "pytest-socket==0.7.0",
+            "pytest-timeout==2.4.0",
+            "quart==0.20.0",
+            "quart-trio==0.12.0",
+            "trio==0.33.0",
+            "trustme==1.2.1",
+            "werkzeug==3.1.8",
+            "pytest-xdist",
+        ),
+        more=(
+            (
+                "urllib3-hypercorn",
+                "https://github.com/urllib3/hypercorn.git",
+                "d1719f8c1570cbd8e6a3719ffdb14a4d72880abb",
+            ),
+        ),
+        test_paths=("test/with_dummyserver",),
+        # The flags of the project's own noxfile (pytest-socket lets loopback through).
+        pytest_args=(
+            "--tb=native",
+            "--strict-config",
+            "--strict-markers",
+            "--disable-socket",
+            "--allow-unix-socket",
+            "--allow-hosts=localhost,127.0.0.1,::1,127.0.0.0,240.0.0.0",
+        ),
+        xdist=True,
+        deselect=(
+            (
+                "test/with_dummyserver/test_https.py::TestHTTPS_TLSv1_2"
+                "::test_http2_probe_blocked_per_thread",
+                "flaky without the plugin: asserts that two threads' idents differ, and the"
+                " OS reuses them (failed in one of its two classes in each run)",
+            ),
+            (
+                "test/with_dummyserver/test_https.py::TestHTTPS_TLSv1_3"
+                "::test_http2_probe_blocked_per_thread",
+                "as for TestHTTPS_TLSv1_2",
+            ),
+            (
+                "test/with_dummyserver/test_poolmanager.py::TestPoolManager"
+                "::test_headers_http_multi_header_multipart",
+                "flaky without the plugin: its second request on the kept-alive connection"
+                " sometimes gets no answer from the trio server (2 of 20 runs alone)",
+            ),
+        ),
+    ),
+    Project(
+        name="aiohttp",
+        checkout="aiohttp",
+        clone="https://github.com/aio-libs/aiohttp.git",
+        tag="v3.14.3",
+        # The release's wheel (with its C parser, as users have it): building the checkout
+        # needs the llhttp submodule and npm. The tests come from the checkout.
+        install=(
+            "aiohttp==3.14.3",
+            "-r",
+            "{checkout}/requirements/runtime-deps.in",
+            "-r",
+            "{checkout}/requirements/test-common.in",
+            "-r",
+            "{checkout}/requirements/test-common-base.in",
+            "gunicorn",
+            "uvloop",
+        ),
+        test_paths=(
+            "tests/test_client_connection.py",
+            "tests/test_client_exceptions.py",
+            "tests/test_client_fingerprint.py",
+            "tests/test_client_functional.py",
+            "tests/test_client_middleware.py",
+            "tests/test_client_middleware_digest_auth.py",
+            "tests/test_client_proto.py",
+            "tests/test_client_request.py",
+            "tests/test_client_response.py",
+            "tests/test_client_session.py",
+            "tests/test_client_ws.py",
+            "tests/test_client_ws_functional.py",
+            "tests/test_connector.py",
+            "tests/test_proxy.py",
+            "tests/test_proxy_functional.py",
+            "tests/test_tracing.py",
+        ),
+        # The project's addopts, without --durations/--showlocals (noise in the logs).
+        pytest_args=("-o", "addopts=", "-ra", "-m", "not dev_mode and not autobahn"),
+        xdist=True,
+    ),
+    Project(
+        name="sentry-python",
+        checkout="sentry-python",
+        clone="https://github.com/getsentry/sentry-python.git",
+        tag="2.68.0",
+        install=(
+            "-e",
+            "{checkout}",
+            "brotli",
+            "executing",
+            "httpcore[asyncio,http2]",
+            "jsonschema",
+            "pysocks",
+            "pytest-asyncio",
+            "pytest-forked",
+            "pytest-timeout",
+            "pytest_localserver",
+            "socksio",
+            "werkzeug",
+        ),
+        test_paths=(
+            "tests/test_transport.py",
+            "tests/test_client.py",
+            "tests/integrations/stdlib/test_httplib.py",
+        ),
+        # The project's addopts without its coverage options (pytest-cov is not installed).
+        pytest_args=("-o", "addopts=", "-rfEs", "--tb=short"),
+    ),
+    Project(
+        name="posthog-python",
+        checkout="posthog-python",
+        clone="https://github.com/PostHog/posthog-python.git",
+        tag="posthog-v7.42.0",
+        install=(
+            "-e",
+            "{checkout}",
+            "freezegun==1.5.1",
+            "python-dateutil>=2.9.0.post0",
+            "tzdata",
+            "pytest-timeout",
+            "pytest-asyncio",
+            "parameterized>=0.8.1",
+            "pydantic>=2.12.0",
+            "zstandard>=0.23.0",
+            "django>=5.2.15,<6.0",
+            "opentelemetry-sdk>=1.20.0",
+            "opentelemetry-exporter-otlp-proto-http>=1.20.0",
+            "pytest-xdist",
+        ),
+        test_paths=(
+            "posthog/test/test_client.py",
+            "posthog/test/test_consumer.py",
+            "posthog/test/test_request.py",
+            "posthog/test/test_module.py",
+            "posthog/test/test_feature_flags.py",
+            "posthog/test/test_capture_compression.py",
+            "posthog/test/test_capture_mode.py",
+            "posthog/test/test_capture_v1.py",
+            "posthog/test/test_exception_capture.py",
+            "posthog/test/test_before_send.py",
+            "posthog/test/test_utils.py",
+        ),
+        pytest_args=("--timeout=30",),
+        xdist=True,
+        deselect=(
+            (
+                "posthog/test/test_request.py::TestRequests::test_valid_request",
+                "posts to the real us.i.posthog.com (no network here)",
+            ),
+            (
+                "posthog/test/test_request.py::TestRequests::test_should_timeout",
+                "expects a read timeout from the real us.i.posthog.com",
+            ),
+            (
+                "posthog/test/test_request.py::TestRequests::test_should_not_timeout",
+                "posts to the real us.i.posthog.com",
+            ),
+            (
+                "posthog/test/test_consumer.py::TestConsumer::test_upload",
+                "uploads to the real us.i.posthog.com (retries until the 30 s timeout)",
+            ),
+            (
+                "posthog/test/test_consumer.py::TestConsumer::test_request",
+                "posts to the real us.i.posthog.com (retries until the 30 s timeout)",
+            ),
+            (
+                "posthog/test/test_exception_capture.py::test_excepthook",
+                "expects 'data uploaded successfully' from the real us.i.posthog.com",
+            ),
+        ),
+    ),
+    Project(
+        name="vcrpy",
+        checkout="vcrpy",
+        clone="https://github.com/kevin1024/vcrpy.git",
+        tag="v8.2.1",
+        install=(
+            "-e",
+            "{checkout}",
+            "aiohttp",
+            "httpbin",
+            "httplib2",
+            "httpx",
+            "pytest-aiohttp",
+            "pytest-asyncio",
+            "pytest-httpbin",
+            "requests>=2.22.0",
+            "tornado",
+            "urllib3",
+            "werkzeug==2.0.3",
+        ),
+        test_paths=("tests",),
+        pytest_args=("-m", "not online"),
+        deselect=(
+            *(
+                (
+                    f"tests/integration/test_requests.py::{name}[https]",
+                    "fails here without the plugin: requests does not trust pytest-httpbin's"
+                    " certificate (CERTIFICATE_VERIFY_FAILED)",
+                )
+                for name in VCRPY_REQUESTS_HTTPS
+            ),
+            ("tests/integration/test_requests.py::test_cross_scheme", "same (https)"),
+            ("tests/integration/test_proxy.py::test_use_https_proxy", "same (https)"),
+            (
+                "tests/integration/test_urllib3.py::test_post",
+                "flaky without the plugin: BrokenPipeError against pytest-httpbin (failed in"
+                " 5 of 5 runs alone without the plugin, 3 of 5 with)",
+            ),
+            (
+                "tests/unit/test_stubs.py::TestVCRConnection::test_body_consumed_once_stream",
+                "flaky without the plugin: BrokenPipeError against pytest-httpbin",
+            ),
+            (
+                "tests/unit/test_stubs.py::TestVCRConnection::test_body_consumed_once_iterator",
+                "flaky without the plugin: BrokenPipeError against pytest-httpbin",
+            ),
+        ),
+    ),
+)
+
+
+@dataclasses.dataclass
+class Run:
+    variant: str
+    seconds: float
+    returncode: int | None  # None: timed out
+    outcomes: dict[str, str]
+    messages: dict[str, str]
+    log: Path
+    reported: bool = False  # the plugin wrote its report (it was active)
+    recorded: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--projects-dir", type=Path, required=True, help="where the checkouts are (README)"
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "pytest-outbound-compat",
+        help="virtualenvs, junit files and logs (default: %(default)s)",
+    )
+    parser.add_argument("--only", default="", help="comma-separated project names")
+    parser.add_argument(
+        "--plugin", default="HEAD", help="git ref of pytest-outbound to install, or 'worktree'"
+    )
+    parser.add_argument("--reinstall", action="store_true", help="make the virtualenvs again")
+    parser.add_argument("--serial", action="store_true", help="no xdist, even where supported")
+    parser.add_argument("--baseline-runs", type=int, default=1, help="runs without the plugin")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds a run (per project)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--install-only", action="store_true", help="make the virtualenvs only")
+    parser.add_argument("--list", action="store_true", help="list the projects and exit")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for p in PROJECTS:
+            print(f"{p.name:16} git clone --branch {p.tag} {p.clone} {p.checkout}")
+            for directory, clone, commit in p.more:
+                print(
+                    f"{'':16} git clone {clone} {directory} && git -C {directory} checkout {commit}"
+                )
+        return 0
+    chosen = [p for p in PROJECTS if not args.only or p.name in args.only.split(",")]
+    unknown = set(filter(None, args.only.split(","))) - {p.name for p in PROJECTS}
+    if unknown:
+        parser.error(f"unknown project(s): {', '.join(sorted(unknown))}")
+    if shutil.which("unshare") is None:
+        parser.error("unshare (util-linux) is needed: each run gets a loopback-only network")
+
+    # Stopped (a time limit, kill): the finally of _run_once still ends the suite's processes.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    work: Path = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    plugin_spec, plugin_id = _plugin(args.plugin, work)
+    print(f"pytest-outbound: {plugin_id}; work dir {work}", flush=True)
+
+    results: list[dict[str, Any]] = []
+    status = 0
+    for project in chosen:
+        checkout = (args.projects_dir / project.checkout).resolve()
+        if not checkout.is_dir():
+            print(f"\n== {project.name}: no checkout at {checkout} (see compat/README.md)")
+            status = 1
+            continue
+        print(f"\n== {project.name} ({_describe(checkout, project.tag)})", flush=True)
+        venv = _venv(project, checkout, work / project.name, plugin_spec, plugin_id, args)
+        if args.install_only:
+            continue
+        result = _measure(project, checkout, venv, work / project.name, args)
+        result["plugin"] = plugin_id
+        results.append(result)
+        if result["changes"] or result["problems"]:
+            status = 1
+
+    _print_table(results)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return status
+
+
+def _plugin(ref: str, work: Path) -> tuple[list[str], str]:
+    """pip arguments installing pytest-outbound, and what they install (a commit)."""
+    if ref == "worktree":
+        return ["-e", str(REPO)], "work tree (editable)"
+    commit = _git("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+    target = work / "plugin" / commit[:12]
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=target.name, dir=target.parent))
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        try:
+            tmp.rename(target)
+        except OSError:  # another invocation extracted it first
+            shutil.rmtree(tmp)
+    return [str(target)], f"{commit[:12]} ({_git('log', '-1', '--format=%s', commit).strip()})"
+
+
+def _git(*args: str, cwd: Path = REPO) -> str:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _describe(checkout: Path, tag: str) -> str:
+    """The checkout's commit, and whether it is the recipe's tag."""
+    try:
+        head = _git("rev-parse", "HEAD", cwd=checkout).strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "not a git checkout"
+    try:
+        tagged = _git("rev-parse", f"{tag}^{{commit}}", cwd=checkout).strip()
+    except subprocess.CalledProcessError:
+        tagged = ""
+    return f"{tag} ({head[:12]})" if head == tagged else f"{head[:12]}, NOT the tag {tag}"
+
+
+def _venv(
+    project: Project,
+    checkout: Path,
+    home: Path,
+    plugin_spec: list[str],
+    plugin_id: str,
+    args: argparse.Namespace,
+) -> Path:
+    """The project's virtualenv: made (again) when its recipe changed; when only the plugin
+    changed, the plugin alone is installed again."""
+    venv = home / "venv"
+    projects = str(args.projects_dir.resolve())
+    install = [
+        a.replace("{checkout}", str(checkout)).replace("{projects}", projects)
+        for a in project.install
+    ]
+    recipe = json.dumps([install, ALWAYS, project.install_env])
+    digest = hashlib.sha256(recipe.encode()).hexdigest()
+    stamp, plugin_stamp = venv / ".compat-installed", venv / ".compat-plugin"
+    python = str(venv / "bin" / "python")
+    commands: list[list[str]] = []
+    if args.reinstall or not stamp.is_file() or stamp.read_text() != digest:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(venv, ignore_errors=True)
+        print(f"   making {venv}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        commands.append([python, "-m", "pip", "install", "--upgrade", "pip"])
+        commands.append([python, "-m", "pip", "install", *install, *plugin_spec, *ALWAYS])
+    elif not plugin_stamp.is_file() or plugin_stamp.read_text() != plugin_id:
+        print(f"   installing pytest-outbound {plugin_id.split()[0]}", flush=True)
+        pip = [python, "-m", "pip", "install"]
+        commands.append([*pip, "--force-reinstall", "--no-deps", *plugin_spec])
+        commands.append([*pip, *plugin_spec])  # any dependency it gained
+    if not commands:
+        return venv
+    env = {**os.environ, **dict(project.install_env)}
+    log = home / "install.log"
+    with log.open("a") as out:
+        for cmd in commands:
+            out.write(f"$ {shlex.join(cmd)}\n")
+            out.flush()
+            done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=checkout)
+            if done.returncode:
+                sys.exit(f"   install failed (exit {done.returncode}); see {log}")
+    stamp.write_text(digest)
+    plugin_stamp.write_text(plugin_id)
+    return venv
+
+
+def _measure(
+    project: Project, checkout: Path, venv: Path, home: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    variants = [WITHOUT] * args.baseline_runs + [AUDIT]
+    runs: list[Run] = []
+    for index, variant in enumerate(variants):
+        label = variant if variant == AUDIT else f"{variant}{index + 1 if index else ''}"
+        run = _run_once(project, checkout, venv, home, label, variant, args)
+        runs.append(run)
+        count = Counter(o.split("+")[0] for o in run.outcomes.values())
+        code = "timed out" if run.returncode is None else f"exit {run.returncode}"
+        print(
+            f"   {label:9} {run.seconds:7.1f} s  {code:9} {len(run.outcomes):5} tests  "
+            + ", ".join(f"{n} {k}" for k, n in sorted(count.items())),
+            flush=True,
+        )
+    baselines, audit = runs[:-1], runs[-1]
+    base = baselines[0]
+    flaky = sorted(
+        t
+        for t in set().union(*(r.outcomes for r in baselines))
+        if len({r.outcomes.get(t, "missing") for r in baselines}) > 1
+    )
+    changes = []
+    for test in sorted(set(base.outcomes) | set(audit.outcomes)):
+        before, after = base.outcomes.get(test, "missing"), audit.outcomes.get(test, "missing")
+        if before != after and test not in flaky:
+            changes.append(
+                {
+                    "test": test,
+                    "without": before,
+                    "audit": after,
+                    "message": audit.messages.get(test) or base.messages.get(test, ""),
+                }
+            )
+    problems = [
+        f"{r.variant} run {'timed out' if r.returncode is None else 'collected no test'}"
+        f" (see {r.log})"
+        for r in runs
+        if r.returncode is None or not r.outcomes
+    ]
+    if not audit.reported and audit.returncode is not None:
+        problems.append(f"the audit run wrote no report: was the plugin active? (see {audit.log})")
+    ratio = audit.seconds / base.seconds if base.seconds else float("nan")
+    for change in changes:
+        print(f"   CHANGED {change['test']}: {change['without']} -> {change['audit']}")
+        if change["message"]:
+            print(f"           {change['message'][:300]}")
+    for test in flaky:
+        print(f"   flaky without the plugin: {test}")
+    for problem in problems:
+        print(f"   PROBLEM: {problem}")
+    return {
+        "project": project.name,
+        "checkout": _describe(checkout, project.tag),
+        "tests": len(base.outcomes),
+        "outcomes_without": dict(Counter(o for o in base.outcomes.values())),
+        "outcomes_audit": dict(Counter(o for o in audit.outcomes.values())),
+        "seconds": {r.variant + str(i): round(r.seconds, 2) for i, r in enumerate(runs)},
+        "ratio": round(ratio, 3),
+        "xdist": project.xdist and not args.serial,
+        "recorded_by_client": dict(audit.recorded),
+        "changes": changes,
+        "flaky": flaky,
+        "deselected": [{"test": t, "reason": r} for t, r in project.deselect],
+        "problems": problems,
+    }
+
+
+def _run_once(
+    project: Project,
+    checkout: Path,
+    venv: Path,
+    home: Path,
+    label: str,
+    variant: str,
+    args: argparse.Namespace,
+) -> Run:
+    junit, log, report = home / f"{label}.xml", home / f"{label}.log", home / f"{label}.json"
+    for stale in (junit, report):
+        stale.unlink(missing_ok=True)
+    # bin/pytest, not python -m pytest: the checkout's directory is not put on sys.path, so
+    # the installed package is the one tested (rootdir conftests still insert their own).
+    cmd = [str(venv / "bin" / "pytest"), *project.test_paths]
+    cmd += project.pytest_args
+    if not any(a.startswith("--timeout") for a in project.pytest_args):
+        cmd.append(f"--timeout={project.per_test_timeout}")
+    for test, _reason in project.deselect:
+        cmd += ["--deselect", test]
+    if project.xdist and not args.serial:
+        cmd += ["-p", "xdist", "-n", "2"]
+    cmd += ["--junitxml", str(junit), "-o", "junit_family=xunit2", "-p", "no:cacheprovider"]
+    if variant == WITHOUT:
+        cmd += ["-p", "no:outbound"]
+    else:
+        cmd += ["-o", "outbound_mode=audit", "--outbound-report", str(report)]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.lower().endswith("_proxy") and k not in ("PYTEST_ADDOPTS", "VIRTUAL_ENV")
+    }
+    env.update(project.run_env)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    timeout = args.timeout or project.timeout
+    with log.open("w") as out:
+        out.write(f"$ cd {shlex.quote(str(checkout))} && {shlex.join([*NETNS, *cmd])}\n")
+        out.flush()
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [*NETNS, *cmd],
+            cwd=checkout,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        returncode: int | None = None
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:  # timed out, or this script interrupted: the suite's processes go too
+            if returncode is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        seconds = time.perf_counter() - start
+    outcomes, messages = _junit(junit) if junit.is_file() else ({}, {})
+    recorded: Counter[str] = Counter()
+    if report.is_file():
+        data = json.loads(report.read_text())
+        recorded.update(str(r.get("client", "?")) for r in data.get("requests", []))
+    return Run(variant, seconds, returncode, outcomes, messages, log, report.is_file(), recorded)
+
+
+def _junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """test id -> outcome, and test id -> the first line of its failure, from a junit file."""
+    outcomes: dict[str, str] = {}
+    messages: dict[str, str] = {}
+    for case in ET.parse(path).iter("testcase"):
+        test = f"{case.get('classname', '')}::{case.get('name', '')}"
+        kinds = []
+        for child in case:
+            if child.tag == "skipped":
+                kinds.append("xfailed" if child.get("type") == "pytest.xfail" else "skipped")
+            elif child.tag in ("failure", "error"):
+                kinds.append("failed" if child.tag == "failure" else "error")
+                lines = (child.text or "").strip().splitlines()
+                text = child.get("message") or (lines[-1] if lines else "")
+                messages.setdefault(test, text[:500])
+        if not any(k in ("failed", "skipped", "xfailed") for k in kinds):
+            kinds.insert(0, "passed")
+        outcome = "+".join(kinds)
+        if test in outcomes:  # the same id twice (a duplicate name): keep both
+            outcome = f"{outcomes[test]},{outcome}"
+        outcomes[test] = outcome
+    return outcomes, messages
+
+
+def _print_table(results: list[dict[str, Any]]) -> None:
+    if not results:
+        return
+    print(f"\n{'project':16} {'tests':>6} {'changed':>8} {'flaky':>6} {'ratio':>7}  requests seen")
+    for r in results:
+        seen = r["recorded_by_client"]
+        print(
+            f"{r['project']:16} {r['tests']:6} {len(r['changes']):8} {len(r['flaky']):6}"
+            f" {r['ratio']:7.3f}  {', '.join(f'{k} {v}' for k, v in sorted(seen.items()))}"
+        )
+    print(
+        f"\n{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, Python "
+        f"{platform.python_version()}, {os.cpu_count()} cores"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
