@@ -175,7 +175,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " (tests deselected by -k, -m, --lf, --deselect, narrower paths); by default those"
         " verdicts are left to a full run or a merged report.",
     )
+    group.addoption(
+        "--outbound-sandbox",
+        action="store_true",
+        default=None,
+        help="Linux: run the session and every process it starts in a private network"
+        " namespace whose only road out is the plugin's gateway and DNS responder, which judge"
+        " what any program sends (curl, pycurl, grpcio, ctypes). Overrides outbound_sandbox.",
+    )
     parser.addini("outbound_mode", "pytest-outbound mode: audit, enforce or off.", default="audit")
+    parser.addini(
+        "outbound_sandbox",
+        "on: run the session in the sandbox (Linux user and network namespaces): its only road"
+        " out is the plugin's gateway (HTTP CONNECT, HTTP proxy, SOCKS5) and DNS responder.",
+        type="bool",
+        default=False,
+    )
     parser.addini(
         "outbound_report", "write the JSON report here (relative to the ini file).", type="paths"
     )
@@ -266,6 +281,10 @@ def pytest_load_initial_conftests(
     """Judge from before the rootdir's conftest is imported (phase ``collect``), with the
     policy of the files and options (a conftest's own destinations come with it)."""
     config = early_config
+    if _sandbox_wanted(config):  # the run goes on inside the sandbox; this one only waits
+        from pytest_outbound._sandbox._run import run_pytest
+
+        raise SystemExit(run_pytest(config))
     mode = _mode(config, _early_option)
     if mode != OFF:
         guard = _new_guard(config, mode, _load_policy(config, _early_option), _early_option)
@@ -275,6 +294,8 @@ def pytest_load_initial_conftests(
         backstop.activate()
         Waiting.hand_over(backstop)
         config.stash[EARLY_KEY] = (guard, backstop)
+        if os.environ.get(_SANDBOX_ENV):  # inside the sandbox: judge what its gateway sees
+            _attach_sandbox(config, guard)
         if not config.invocation_params.plugins:  # this session owns its process
             _exit.expect(guard, lambda: 0, functools.partial(_blocked_by, guard))
     try:
@@ -287,6 +308,30 @@ def pytest_load_initial_conftests(
             if not isinstance(exc, SystemExit) or exc.code not in (None, 0):
                 _exit.forget(early[0])  # it fails on its own
         raise
+
+
+#: Set inside the sandbox (``_sandbox._control``): where its gateway takes sessions in.
+#: Unset (the sandbox is off), nothing of the sandbox is imported.
+_SANDBOX_ENV = "PYTEST_OUTBOUND_SANDBOX"
+
+
+def _sandbox_wanted(config: pytest.Config) -> bool:
+    """``outbound_sandbox`` is on, the mode is not off, and this run is not inside yet."""
+    if os.environ.get(_SANDBOX_ENV):
+        return False
+    wanted = _early_option(config, "outbound_sandbox")
+    if wanted is None:
+        wanted = config.getini("outbound_sandbox")
+    return bool(wanted) and _mode(config, _early_option) != OFF
+
+
+def _attach_sandbox(config: pytest.Config, guard: Guard) -> None:
+    """What the sandbox's gateway and DNS responder see is judged by ``guard`` (a
+    pytest-xdist worker joins with the token its controller got for it)."""
+    from pytest_outbound._sandbox._session import attach
+
+    workerinput = getattr(config, "workerinput", None) or {}
+    attach(guard, workerinput.get("outbound_sandbox_token"))
 
 
 def _blocked_by(guard: Guard) -> int:
@@ -696,6 +741,8 @@ class OutboundPlugin:
             early[1].activate()
             Waiting.hand_over(early[1])
         self.guard, self.backstop = early
+        if os.environ.get(_SANDBOX_ENV):
+            _attach_sandbox(config, self.guard)
         #: Whether this session owns its process: it then judges until the interpreter's
         #: last ``atexit`` handler (not under ``pytest.main(plugins=...)``, as pytester runs
         #: sessions inside a process that goes on).
@@ -834,6 +881,10 @@ class OutboundPlugin:
             handle, self._late_file = tempfile.mkstemp(prefix="pytest-outbound-late-")
             os.close(handle)
         node.workerinput["outbound_late"] = self._late_file
+        if os.environ.get(_SANDBOX_ENV):  # the worker judges its tests' gateway requests
+            from pytest_outbound._sandbox._session import worker_token
+
+            node.workerinput["outbound_sandbox_token"] = worker_token()
 
     def _workers_blocked_late(self) -> None:
         """Requests workers blocked after they reported (their exit): the run fails too."""
@@ -1577,7 +1628,13 @@ class OutboundPlugin:
             write(line)
         for line in internal_error_lines(self.mode, [w for w, _ in self.internal_errors()]):
             write(line)
-        for line in unwatched_lines(self.unwatched()):
+        unwatched = unwatched_lines(self.unwatched())
+        if unwatched and os.environ.get(_SANDBOX_ENV):  # the sandbox judged what they sent
+            unwatched[0] = (
+                "child processes without a Python guard (the sandbox's gateway and DNS"
+                " responder judged what they sent):"
+            )
+        for line in unwatched:
             write(line)
         for worker, state in sorted(self.workers.items()):
             if state != "ok":
@@ -1827,4 +1884,9 @@ def _swallowed_text(errors: list[OutboundBlocked]) -> str:
         f"{len(errors)} outbound request(s) were blocked, and the code under test caught the"
         " OutboundBlocked exception; the test fails anyway (outbound_mode = enforce):"
     )
+    if all(getattr(e, "sandbox", False) for e in errors):  # refused by the sandbox's gateway
+        head = (
+            f"{len(errors)} outbound request(s) of programs this test ran were refused by the"
+            " sandbox; the test fails (outbound_mode = enforce):"
+        )
     return "\n\n".join([head, *(e.message for e in errors)])

@@ -153,12 +153,17 @@ def record_for(ask: Ask, body_limit: int) -> OutboundRequest:
 def judge(guard: Guard, ask: Ask, *, own_pid: int | None = None) -> Answer:
     """Judge ``ask`` with ``guard`` (the records, the summary, the report, the hooks are the
     guard's). A request of the guard's own process (``own_pid``) that its HTTP interceptor
-    judged already in this test is not recorded twice (``Guard.observe_low``)."""
+    judged already in this test is not recorded twice (``Guard.observe_low``). Under
+    ``outbound_marker``, a connection the gateway makes counts as the test's real one."""
     record = record_for(ask, guard.body_limit)
     if guard.offline:
         record.offline = True
     try:
-        if own_pid is not None and ask.pid == own_pid:
+        # ``outbound_marker``: what the gateway carries out is a real connection (a test
+        # without the marker that makes one is a violation: judged there)
+        if guard.network_marker and record.client == GATEWAY and guard._reaches(record):
+            pass
+        elif own_pid is not None and ask.pid == own_pid:
             guard.observe_low(record, record.resolved_names)
         else:
             guard.observe(record)
