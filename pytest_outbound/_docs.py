@@ -3,6 +3,8 @@
 In the spirit of a vendor's "Outbound requests" page: one section per group, and for every
 documented destination what it is, where it goes, when it happens, what it sends (the payload
 contract in words), how often, and, from a test run, the evidence of which tests exercised it.
+Only requests the policy admitted are evidence: the ones it did not (blocked, in enforce) are
+listed apart as violations, with the fields they carried.
 
 Pure and stdlib only. The page depends on nothing but its input: the same destinations and
 evidence always give a byte-identical page (no dates, no versions, no dict-order dependence), so
@@ -13,11 +15,11 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pytest_outbound._policy import Destination, Payload, parse_duration
-from pytest_outbound._record import OutboundRequest
+from pytest_outbound._record import VIOLATION, OutboundRequest
 from pytest_outbound._report import code_span
 
 DEFAULT_TITLE = "Outbound requests"
@@ -66,33 +68,49 @@ _WORD_SPLIT_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 class Evidence:
     """What a test run showed about one destination."""
 
-    #: The node ids of the tests that contacted it, sorted.
+    #: The node ids of the tests whose requests to it the policy admitted, sorted.
     tests: tuple[str, ...]
-    #: How many requests went to it.
+    #: How many of its requests the policy admitted.
     count: int
     #: Every field observed in those requests, sorted.
     fields: tuple[str, ...]
+    #: Requests to it the policy did not admit (violations: blocked, in enforce).
+    violations: int = 0
+    #: The node ids of the tests that made them, sorted.
+    violation_tests: tuple[str, ...] = ()
+    #: Every field those carried, sorted.
+    violation_fields: tuple[str, ...] = ()
 
 
-def evidence_from_records(records: Sequence[OutboundRequest]) -> dict[str, Evidence]:
-    """Evidence per destination name, from the recorded requests (independent of their order)."""
-    counts: dict[str, int] = {}
-    tests: dict[str, set[str]] = {}
-    fields: dict[str, set[str]] = {}
+def evidence_from_records(
+    records: Sequence[OutboundRequest], *, mask: Callable[[str], str] | None = None
+) -> dict[str, Evidence]:
+    """Evidence per destination name, from the recorded requests (independent of their order):
+    what the admitted requests showed, and apart, what the violations did. ``mask``: applied
+    to every test name and field (sensitive values, SPEC §5.3)."""
+    show = mask or (lambda text: text)
+    counts: dict[tuple[str, bool], int] = {}
+    tests: dict[tuple[str, bool], set[str]] = {}
+    fields: dict[tuple[str, bool], set[str]] = {}
     for r in records:
         if r.destination is None:
             continue
-        counts[r.destination] = counts.get(r.destination, 0) + 1
+        key = (r.destination, r.verdict == VIOLATION)
+        counts[key] = counts.get(key, 0) + 1
         if r.nodeid:
-            tests.setdefault(r.destination, set()).add(r.nodeid)
-        fields.setdefault(r.destination, set()).update(r.fields)
+            tests.setdefault(key, set()).add(show(r.nodeid))
+        fields.setdefault(key, set()).update(show(f) for f in r.fields)
+    names = sorted({name for name, _ in counts})
     return {
         name: Evidence(
-            tests=tuple(sorted(tests.get(name, ()))),
-            count=counts[name],
-            fields=tuple(sorted(fields.get(name, ()))),
+            tests=tuple(sorted(tests.get((name, False), ()))),
+            count=counts.get((name, False), 0),
+            fields=tuple(sorted(fields.get((name, False), ()))),
+            violations=counts.get((name, True), 0),
+            violation_tests=tuple(sorted(tests.get((name, True), ()))),
+            violation_fields=tuple(sorted(fields.get((name, True), ()))),
         )
-        for name in sorted(counts)
+        for name in names
     }
 
 
@@ -137,6 +155,8 @@ def _destination_section(dest: Destination, evidence: Mapping[str, Evidence] | N
     if evidence is not None:
         ev = evidence.get(dest.name)
         out.append(f"- **Evidence:** {_evidence_words(ev, dest.payload)}")
+        if ev is not None and ev.violations:
+            out.append(f"- **Violations:** {_violation_words(ev)}")
         if ev is not None and ev.tests:
             if len(ev.tests) <= INLINE_TESTS:
                 out.append(f"- **Tests:** {', '.join(code_span(t) for t in ev.tests)}")
@@ -248,6 +268,21 @@ def _evidence_words(ev: Evidence | None, payload: Payload | None) -> str:
         ordered += [f for f in ev.fields if f not in ordered]
         return f"{text}; fields observed: {', '.join(code_span(f) for f in ordered)}."
     return f"{text}; no fields observed."
+
+
+def _violation_words(ev: Evidence) -> str:
+    """The requests the policy did not admit: not evidence of what the page says."""
+    requests = f"{ev.violations} request{'' if ev.violations == 1 else 's'}"
+    text = f"{requests} the policy does not admit"
+    if ev.violation_tests:
+        n = len(ev.violation_tests)
+        text += f", from {n} test{'' if n == 1 else 's'}"
+    text += " (not counted above)"
+    if ev.violation_fields:
+        fields = ", ".join(code_span(f) for f in ev.violation_fields)
+        they = "it" if ev.violations == 1 else "they"
+        return f"{text}; fields {they} carried: {fields}."
+    return f"{text}."
 
 
 def page_to_check(

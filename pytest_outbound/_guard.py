@@ -17,6 +17,7 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from pytest_outbound._callsite import is_installed, shown_filename
 from pytest_outbound._decide import DNS, SOCKET, Context, Verdict, decide
 from pytest_outbound._errors import OutboundBlocked
 from pytest_outbound._hosts import is_local
@@ -293,7 +294,7 @@ class Guard:
                 request.phase = scope.phase
         else:
             request.phase = self.outside_phase
-        request.location = request.location or self._location(skip)
+        request.location = request.location or self._location(skip, request)
         request.thread = thread_name
         if request.body_size > len(request.body):
             request.field_values()  # from the whole body, before it is let go
@@ -469,16 +470,29 @@ class Guard:
                 return stub
         return None
 
-    def _location(self, skip: int = 0) -> str:
-        """``path:line`` of the first frame, from ``observe``'s caller up (past ``skip`` more),
-        that is not library code. Frames are looked at one by one (each ``f_back`` makes a
-        frame object); ``sys._getframe`` jumps over the skipped ones without making theirs.
+    #: ids of the code objects of installed wrapper libraries (``_location``): passed over like
+    #: a library's, the first one's frame kept as the request's ``via``. Made on first use.
+    _wrapper_ids: set[int] | None = None
 
-        Code objects are known by ``id`` (hashing one hashes its bytecode and constants), and a
-        call site by its instruction offset (working out a line number reads the code's line
-        table); each is classified once, and its code object kept alive (``_codes``)."""
+    def _location(self, skip: int = 0, request: OutboundRequest | None = None) -> str:
+        """``path:line`` of the first frame, from ``observe``'s caller up (past ``skip`` more),
+        that is not library code: neither a known package's (``_LIBRARY_PACKAGES``) nor an
+        installed one's (``site-packages``, ``dist-packages``: a wrapper such as an error
+        reporter or an analytics client). The first installed wrapper's frame passed on the
+        way, if any, is set as ``request.via``; with no user frame at all, it is the location.
+
+        Frames are looked at one by one (each ``f_back`` makes a frame object);
+        ``sys._getframe`` jumps over the skipped ones without making theirs. Code objects are
+        known by ``id`` (hashing one hashes its bytecode and constants), and a call site by its
+        instruction offset (working out a line number reads the code's line table); each is
+        classified once, by its module's name and its file name as text (no file system call),
+        and its code object kept alive (``_codes``)."""
         frame = sys._getframe(2 + skip)
         library = self._library_ids
+        wrappers = self._wrapper_ids
+        if wrappers is None:
+            wrappers = self._wrapper_ids = set()
+        via = ""
         while frame is not None:
             code = frame.f_code
             if id(code) in library:
@@ -486,18 +500,29 @@ class Guard:
                 continue
             key = (id(code), frame.f_lasti)
             location = self._locations.get(key)
-            if location is not None:
-                return location
-            if id(code) not in self._codes:  # not seen yet: a library's, or the user's?
-                self._codes[id(code)] = code
-                if frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARY_PACKAGES:
-                    library.add(id(code))
-                    frame = frame.f_back  # type: ignore[assignment]
-                    continue
-            # a new call site: one string for it, shared by its requests
-            location = self._locations[key] = f"{self._relpath(code.co_filename)}:{frame.f_lineno}"
+            if location is None:
+                if id(code) not in self._codes:  # not seen yet: a library's, or the user's?
+                    self._codes[id(code)] = code
+                    if frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARY_PACKAGES:
+                        library.add(id(code))
+                        frame = frame.f_back  # type: ignore[assignment]
+                        continue
+                    if is_installed(code.co_filename):
+                        wrappers.add(id(code))
+                # a new call site: one string for it, shared by its requests
+                if id(code) in wrappers:  # named from its package on: posthog/request.py
+                    shown = shown_filename(code.co_filename, code.co_filename)
+                else:
+                    shown = self._relpath(code.co_filename)
+                location = self._locations[key] = f"{shown}:{frame.f_lineno}"
+            if id(code) in wrappers:
+                via = via or location
+                frame = frame.f_back  # type: ignore[assignment]
+                continue
+            if via and request is not None:
+                request.via = via
             return location
-        return ""
+        return via
 
     def relative(self, location: str) -> str:
         """An absolute ``path:line`` as ``_location`` gives it (relative to the root)."""

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from _pytest.nodes import Node
 
 from pytest_outbound import _exit, _hookspecs
 from pytest_outbound._backstop import Backstop, Waiting, install_hook, own_work
+from pytest_outbound._callsite import trim_blocked_traceback
 from pytest_outbound._decide import ANY, Context, Entry, Rules, resolve_entry
 from pytest_outbound._errors import OutboundBlocked, PolicyError
 from pytest_outbound._guard import ENFORCE, MODES, OFF, Guard, Scope
@@ -467,7 +468,9 @@ class _WorkerRecords:
         if len(records) > sent:
             from pytest_outbound._report import portable_records
 
-            report.outbound_records = portable_records(records[sent:])  # type: ignore[attr-defined]
+            report.outbound_records = portable_records(  # type: ignore[attr-defined]
+                records[sent:], self.plugin.scanner.mask
+            )
             self.plugin.sent_records = len(records)
 
 
@@ -675,9 +678,9 @@ def _sensitive_scanner(config: pytest.Config) -> SensitiveScanner:
     values = list(_machine_values()) if config.getini("outbound_sensitive_machine") else []
     for line in config.getini("outbound_sensitive"):
         kind, sep, value = str(line).partition(":")
-        kind, value = (kind.strip(), value.strip()) if sep else ("sensitive", kind.strip())
+        kind, value = (kind.strip(), value.strip()) if sep else ("configured", kind.strip())
         if value:
-            values.append(SensitiveValue(kind or "sensitive", value))
+            values.append(SensitiveValue(kind or "configured", value))
     hook = config.hook.pytest_outbound_sensitive_values
     for impl in hook.get_hookimpls():
         source = _display_path(config, getattr(impl.plugin, "__file__", None) or impl.plugin_name)
@@ -1179,6 +1182,8 @@ class OutboundPlugin:
         try:
             result = yield
         except BaseException as exc:
+            if not self.config.getoption("fulltrace", False):
+                trim_blocked_traceback(exc)  # no library frame's arguments shown (the URL...)
             self._settle(item, scope, phase, exc)
             raise
         self._settle(item, scope, phase, None)
@@ -1379,7 +1384,9 @@ class OutboundPlugin:
             from pytest_outbound._report import destination_json, portable_records
 
             session.config.workeroutput["outbound"] = {  # type: ignore[attr-defined]
-                "records": portable_records(self.guard.records[self.sent_records :]),
+                "records": portable_records(
+                    self.guard.records[self.sent_records :], self.scanner.mask
+                ),
                 "destinations": [destination_json(d) for d in self.destinations()],
                 "outside_blocked": len(self.guard.outside_blocked),
                 "install_errors": self._install_errors(),
@@ -1461,6 +1468,8 @@ class OutboundPlugin:
             unwatched=self.unwatched(),
             internal_errors=self.internal_errors(),
             policy=self._policy_keys(),
+            session_allowed=self.root_rules.policy.allowed,
+            mask=self.scanner.mask,
         )
 
     def _policy_keys(self) -> dict[str, Any]:
@@ -1566,7 +1575,9 @@ class OutboundPlugin:
             return problems
         if coverage:
             unexercised = [
-                u.destination.name for u in destination_uses(destinations, records) if not u.count
+                u.destination.name
+                for u in destination_uses(destinations, records, mode=self.mode)
+                if not u.count
             ]
             if unexercised:
                 problems.append(
@@ -1582,7 +1593,7 @@ class OutboundPlugin:
             )
             from pytest_outbound._report import write_text_atomic
 
-            evidence = evidence_from_records(records)
+            evidence = evidence_from_records(records, mask=self.scanner.mask)
             page = render_docs(destinations, evidence)
             if check_path:
                 same = bool(docs_path) and Path(docs_path).resolve() == Path(check_path).resolve()
@@ -1622,9 +1633,22 @@ class OutboundPlugin:
         if self.is_worker or not self.finished:
             return
         verbose = self.config.get_verbosity() > 0
-        write = terminalreporter.write_line
+        mask = self.scanner.mask  # every line: sensitive values and URL passwords masked
+        width = getattr(getattr(terminalreporter, "_tw", None), "fullwidth", None)
+
+        def write(line: str) -> None:
+            terminalreporter.write_line(mask(line))
+
         terminalreporter.write_sep("=", "outbound")
-        for line in summary_lines(self.mode, self.destinations(), self.records(), verbose=verbose):
+        for line in summary_lines(
+            self.mode,
+            self.destinations(),
+            self.records(),
+            verbose=verbose,
+            width=width if isinstance(width, int) else None,
+            mask=mask,
+            session_allowed=self.root_rules.policy.allowed,
+        ):
             write(line)
         for line in internal_error_lines(self.mode, [w for w, _ in self.internal_errors()]):
             write(line)
@@ -1657,7 +1681,7 @@ class OutboundPlugin:
         for problem in self.problems:
             write(problem)
         if os.environ.get("GITHUB_ACTIONS") == "true":
-            for line in github_annotations(self.records()):
+            for line in github_annotations(self.records(), mask):
                 write(line)
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary:
@@ -1667,9 +1691,12 @@ class OutboundPlugin:
                 out.write(summary_markdown(self._build_report()) + "\n")
 
 
-def github_annotations(records: Iterable[OutboundRequest]) -> list[str]:
-    """One ``::error`` workflow command per violation, at the user's call site."""
-    lines = []
+def github_annotations(
+    records: Iterable[OutboundRequest], mask: Callable[[str], str] | None = None
+) -> list[str]:
+    """One ``::error`` workflow command per violation at the user's call site (the same
+    request from the same place and test once, with how many times), masked by ``mask``."""
+    counts: Counter[str] = Counter()
     for r in records:
         if r.verdict != "violation":
             continue
@@ -1678,8 +1705,10 @@ def github_annotations(records: Iterable[OutboundRequest]) -> list[str]:
         message = (
             f"{r.method} {r.url} ({r.client}): {', '.join(r.reasons)} in {r.nodeid or r.phase}"
         )
-        lines.append(f"::error {where}title=outbound request::{_escape_workflow(message)}")
-    return lines
+        if mask is not None:
+            where, message = mask(where), mask(message)
+        counts[f"::error {where}title=outbound request::{_escape_workflow(message)}"] += 1
+    return [line if n == 1 else f"{line} ({n} times)" for line, n in counts.items()]
 
 
 def _escape_workflow(text: str) -> str:

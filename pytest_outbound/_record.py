@@ -102,6 +102,13 @@ class OutboundRequest:
     #: The body is a stream, not read yet: judged on everything else now, and on the bytes
     #: as they were sent when the stream has passed (``_interceptors._body``).
     streamed: bool = field(default=False, repr=False)
+    #: ``path:line`` of the wrapper library's frame (installed, not a known client) that the
+    #: user's code called to make the request, when there was one; ``location`` is the user's.
+    via: str = field(default="", repr=False)
+    #: ``"test"`` when no documented destination and no session-wide pattern admitted it, but
+    #: a test's marker or fixture did (``outbound_allow``, ``outbound.allow``): set when the
+    #: summary or report is made (``_summary.mark_allowed_in_tests``).
+    allowed_by: str = field(default="", repr=False)
     #: ``outbound_marker``: the marker a test lacks that made this real connection (a
     #: violation, ``unmarked:<marker>``), or "".
     unmarked: str = field(default="", repr=False)

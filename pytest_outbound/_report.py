@@ -6,7 +6,9 @@ Pure and stdlib only: the plugin builds the report from its records at the end o
 
 Credentials never reach the report: the values of the ``Authorization``,
 ``Proxy-Authorization`` and ``Cookie`` headers and a password in a URL's userinfo are replaced
-by ``<redacted>`` (the header names stay, so the report still shows that they were sent).
+by ``<redacted>`` (the header names stay, so the report still shows that they were sent). Given
+a ``mask`` (the plugin's: ``SensitiveScanner.mask``), every text of the report, keys included,
+has the sensitive values masked (SPEC §5.3).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ import functools
 import json
 import os
 import re
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,18 @@ from urllib.parse import urlsplit, urlunsplit
 from pytest_outbound._errors import OutboundError, PolicyError
 from pytest_outbound._policy import Destination, Payload
 from pytest_outbound._record import VIOLATION, Fields, OutboundRequest
+from pytest_outbound._sensitive import REDACTED
 from pytest_outbound._summary import (
-    CHILD,
+    allowed_hosts,
     destination_uses,
     internal_error_lines,
+    mark_allowed_in_tests,
     summary_lines,
+    undocumented_hosts,
     unwatched_lines,
 )
 
 SCHEMA_VERSION = 1
-REDACTED = "<redacted>"
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
@@ -66,6 +69,8 @@ def build_report(
     unwatched: Mapping[str, int] | None = None,
     internal_errors: Sequence[tuple[str, str]] = (),
     policy: Mapping[str, Any] | None = None,
+    session_allowed: Sequence[str] | None = None,
+    mask: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """The report as plain JSON data; the same input always gives the same JSON text.
 
@@ -74,11 +79,15 @@ def build_report(
     child processes that ran unwatched, per program (the key is left out when there were
     none). ``internal_errors``: the plugin's own failures, (what it judged, the traceback).
     ``policy``: which policy judged the run and who ran it (``policy_digest``,
-    ``environment``, ``conftest_destinations``: ``_merge``).
+    ``environment``, ``conftest_destinations``: ``_merge``). ``session_allowed``: the
+    session-wide allowed host patterns, to tell the hosts a test's marker or fixture allowed
+    (``summary.allowed_hosts``) from undocumented ones (``_summary.mark_allowed_in_tests``;
+    records read back from a report say so themselves). ``mask``: applied to every text.
     """
-    uses = destination_uses(destinations, records)
-    undocumented = sorted({r.host for r in records if r.destination is None and r.client != CHILD})
-    report = {
+    if session_allowed is not None:
+        mark_allowed_in_tests(records, session_allowed)
+    uses = destination_uses(destinations, records, mode=mode)
+    report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "mode": mode,
         "destinations": [
@@ -89,7 +98,8 @@ def build_report(
         "summary": {
             "requests": len(records),
             "violations": sum(1 for r in records if r.verdict == VIOLATION),
-            "undocumented_hosts": undocumented,
+            "undocumented_hosts": sorted(undocumented_hosts(records)),
+            "allowed_hosts": sorted(allowed_hosts(records)),
             "unexercised_destinations": [u.destination.name for u in uses if not u.count],
             "exercised": sum(1 for u in uses if u.count),
             "documented": len(uses),
@@ -103,7 +113,18 @@ def build_report(
         report["internal_errors"] = [{"what": w, "traceback": t} for w, t in internal_errors]
     if unwatched:
         report["unwatched_children"] = {name: unwatched[name] for name in sorted(unwatched)}
-    return report
+    return masked_json(report, mask) if mask is not None else report
+
+
+def masked_json(value: Any, mask: Callable[[str], str]) -> Any:
+    """``value`` (JSON data) with ``mask`` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, Mapping):
+        return {masked_json(k, mask): masked_json(v, mask) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked_json(item, mask) for item in value]
+    return value
 
 
 def destination_json(dest: Destination) -> dict[str, Any]:
@@ -141,13 +162,21 @@ def request_json(record: OutboundRequest) -> dict[str, Any]:
         _plain(k): (REDACTED if k.lower() in _CREDENTIAL_HEADERS else _plain(v))
         for k, v in data["headers"].items()
     }
+    if record.via:
+        data["via"] = record.via
+    if record.allowed_by:
+        data["allowed_by"] = record.allowed_by
     return data
 
 
-def portable_records(records: Sequence[OutboundRequest]) -> list[dict[str, Any]]:
+def portable_records(
+    records: Sequence[OutboundRequest], mask: Callable[[str], str] | None = None
+) -> list[dict[str, Any]]:
     """Records as data a pytest-xdist worker can send: built-in types only (a client's ``str``
     subclass, a ``dict`` subclass, anything else made plain), each on its own, so that one
-    record that cannot be made plain is reported as such and costs nothing of the others."""
+    record that cannot be made plain is reported as such and costs nothing of the others.
+    ``mask``: the worker's (it knows the sensitive values of every conftest it collected,
+    which the controller, collecting nothing, may not)."""
     portable = []
     for record in records:
         try:
@@ -161,7 +190,7 @@ def portable_records(records: Sequence[OutboundRequest]) -> list[dict[str, Any]]
                     }
                 )
             )
-    return portable
+    return portable if mask is None else masked_json(portable, mask)
 
 
 def _unsendable(record: OutboundRequest) -> OutboundRequest:
@@ -440,6 +469,8 @@ def request_from_json(data: Mapping[str, Any]) -> OutboundRequest:
         location=data["location"],
         thread=data["thread"],
         time=float(data["time"]),
+        via=data.get("via", ""),
+        allowed_by=data.get("allowed_by", ""),
     )
 
 
@@ -474,11 +505,13 @@ def destination_from_json(data: Mapping[str, Any]) -> Destination:
         raise ReportError(f"report destination is not valid: {exc}") from None
 
 
-def summary_text(report: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
+def summary_text(
+    report: Mapping[str, Any], *, verbose: bool = False, width: int | None = None
+) -> list[str]:
     """The lines the terminal summary printed for this run (``_summary.summary_lines``)."""
     destinations = [destination_from_json(d) for d in report["destinations"]]
     records = [request_from_json(r) for r in report["requests"]]
-    lines = summary_lines(report["mode"], destinations, records, verbose=verbose)
+    lines = summary_lines(report["mode"], destinations, records, verbose=verbose, width=width)
     blocked = report["summary"].get("outside_blocked", 0)
     if blocked:
         lines.append(
@@ -505,14 +538,18 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
     summary = report["summary"]
     requests = report["requests"]
     n_viol = summary["violations"]
+    coverage = (
+        f" {summary['exercised']} of {_plural(summary['documented'], 'documented destination')}"
+        " exercised"
+        if summary["documented"]
+        else " no documented destinations"
+    )
     out = [
         "## pytest-outbound",
         "",
         f"**{'FAILED' if n_viol and report['mode'] == 'enforce' else 'Result'}:**"
         f" {_plural(summary['requests'], 'outbound request')},"
-        f" {_plural(n_viol, 'violation')};"
-        f" {summary['exercised']} of {_plural(summary['documented'], 'documented destination')}"
-        f" exercised (mode: `{report['mode']}`).",
+        f" {_plural(n_viol, 'violation')};{coverage} (mode: `{report['mode']}`).",
     ]
     contacted = [d for d in report["destinations"] if d["contacted"]]
     if contacted:
@@ -535,15 +572,17 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             for r in violations
         ]
         out += _capped(rows)
-    undocumented = Counter(
-        r["host"] for r in requests if r["destination"] is None and r["client"] != CHILD
-    )
-    if undocumented:
-        out += ["", "### Undocumented hosts", ""]
-        out += [
-            f"- {code_span(h)} ({_plural(undocumented[h], 'request')})"
-            for h in sorted(undocumented)
-        ]
+    records = [request_from_json(r) for r in requests]
+    for title, hosts in (
+        ("Undocumented hosts", undocumented_hosts(records)),
+        (
+            "Hosts allowed in tests (an outbound_allow marker or outbound.allow)",
+            allowed_hosts(records),
+        ),
+    ):
+        if hosts:
+            out += ["", f"### {title}", ""]
+            out += [f"- {code_span(h)} ({_plural(hosts[h], 'request')})" for h in sorted(hosts)]
     unexercised = [d for d in report["destinations"] if not d["contacted"]]
     if unexercised:
         out += ["", "### Documented destinations no test exercised", ""]

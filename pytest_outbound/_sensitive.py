@@ -19,7 +19,7 @@ import socket
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Final
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 from pytest_outbound._record import fields_module
 from pytest_outbound._value import Value
@@ -249,6 +249,121 @@ def redact(value: str) -> str:
     return ""
 
 
+#: Values at least this long keep their first and last two characters when masked; shorter
+#: ones are masked whole.
+MASK_KEEP_FROM = 10
+MASK_CHAR = "*"
+#: What stands for a password in a URL's userinfo, wherever the plugin shows the URL.
+REDACTED = "<redacted>"
+
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/?#@:\[\]]*):([^\s/?#]*)@")
+
+
+def mask(value: str) -> str:
+    """``"ci-runner-0042"`` -> ``"ci**********42"``: the first and last two characters of a
+    value of at least ``MASK_KEEP_FROM`` characters, every other one ``*``; a shorter value is
+    all ``*``. Never the whole value (a value made of ``*`` is shown as ``<redacted>``)."""
+    n = len(value)
+    keep = 2 if n >= MASK_KEEP_FROM else 0
+    shown = value[:keep] + MASK_CHAR * (n - 2 * keep) + value[n - keep :]
+    return shown if value and value not in shown else (REDACTED if value else "")
+
+
+def mask_url_passwords(text: str) -> str:
+    """Every URL's userinfo password in ``text`` replaced by ``<redacted>`` (the user name
+    stays): ``https://me:hunter2@example.org/`` -> ``https://me:<redacted>@example.org/``."""
+    if "@" not in text or "://" not in text:
+        return text
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+
+
+class Masker:
+    """Masks every sensitive value in a text the plugin is about to show or write (SPEC §5.3):
+    each place one of the values stands, written as the scanner would find it (raw, in any
+    letter case for names and addresses, JSON-escaped, percent-encoded, base64 at any
+    alignment), becomes its ``mask``; and URL passwords become ``<redacted>``.
+
+    Overlapping finds are masked as one stretch. Built once per scanner; texts seen before
+    are answered from a cache (a report repeats its URLs and headers)."""
+
+    __slots__ = ("_cache", "_tables")
+
+    def __init__(self, values: Iterable[SensitiveValue]) -> None:
+        exact: dict[bytes, None] = {}
+        folded: dict[bytes, None] = {}
+        for item in values:
+            is_folded = item.kind in CASE_INSENSITIVE_KINDS
+            for lowered, needle, _ in _forms(item, is_folded):
+                (folded if lowered else exact)[needle] = None
+            for text in _percent_forms(item.value):
+                needle = text.encode("utf-8")
+                if is_folded:
+                    folded[needle.lower()] = None
+                else:
+                    exact[needle] = None
+                    exact[_lower_hex(needle)] = None
+        self._tables = tuple(
+            (regex, lowered)
+            for regex, lowered in ((_trie_regex(exact), False), (_trie_regex(folded), True))
+            if regex is not None
+        )
+        self._cache: dict[str, str] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._tables)
+
+    def __call__(self, text: str) -> str:
+        text = mask_url_passwords(text)
+        if not self._tables or not text:
+            return text
+        known = self._cache.get(text)
+        if known is not None:
+            return known
+        data = text.encode("utf-8", "surrogatepass")
+        spans: list[tuple[int, int]] = []
+        for regex, lowered in self._tables:
+            haystack = data.lower() if lowered else data
+            m = regex.search(haystack)
+            while m is not None:
+                spans.append(m.span())
+                m = regex.search(haystack, m.start() + 1)
+        shown = _masked(data, spans) if spans else text
+        if len(self._cache) >= _CLEAN_LIMIT:
+            self._cache.clear()
+        self._cache[text] = shown
+        return shown
+
+
+def _masked(data: bytes, spans: list[tuple[int, int]]) -> str:
+    spans.sort()
+    out: list[str] = []
+    done = 0
+    start, end = spans[0]
+    for s, e in [*spans[1:], (len(data) + 1, len(data) + 1)]:
+        if s <= end:  # overlapping or touching: one stretch
+            end = max(end, e)
+            continue
+        out.append(data[done:start].decode("utf-8", "surrogatepass"))
+        out.append(mask(data[start:end].decode("utf-8", "surrogatepass")))
+        done, start, end = end, s, e
+    out.append(data[done:].decode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
+def _percent_forms(value: str) -> list[str]:
+    forms = (quote(value, safe=""), quote(value, safe="/:@"), quote_plus(value))
+    return [f for f in dict.fromkeys(forms) if f != value]
+
+
+def _lower_hex(needle: bytes) -> bytes:
+    return re.sub(rb"%[0-9A-F]{2}", lambda m: m.group().lower(), needle)
+
+
+def masker_of(scanner: SensitiveScanner | None) -> Callable[[str], str]:
+    """The ``Masker`` of ``scanner``'s values (URL passwords only, without a scanner)."""
+    return scanner.mask if scanner is not None else mask_url_passwords
+
+
 # --- scanning ----------------------------------------------------------------------------------
 
 _NO_BOUND, _IPV4_BOUND, _IPV6_BOUND = 0, 1, 2
@@ -467,6 +582,11 @@ class SensitiveScanner:
 
     def __bool__(self) -> bool:
         return bool(self.values)  # every kept value has at least its raw form to search
+
+    @functools.cached_property
+    def mask(self) -> Masker:
+        """Masks these values (and URL passwords) in a text about to be shown or written."""
+        return Masker(self.values)
 
     def __repr__(self) -> str:
         kinds = ", ".join(self._kind_order)

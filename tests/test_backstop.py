@@ -444,7 +444,8 @@ def test_collect_phase_and_non_test_violations_fail_the_session(suite: pytest.Py
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
-            "*<session>*GET https://metrics.example/session [[]requests] undocumented",
+            "  metrics.example: undocumented: 1 request(s) outside any test",
+            "    <session> at conftest.py:*: GET https://metrics.example/session [[]requests]",
             "1 request(s) outside any test were blocked (enforce): the session fails",
         ]
     )
@@ -718,7 +719,8 @@ def test_egress_while_pytest_imports_other_plugins_fails_the_run(
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "  <collect> at leaky_plugin.py:3: CONNECT tcp://127.0.0.1:* ?socket? undocumented",
+            "  127.0.0.1: undocumented: 1 request(s) outside any test",
+            "    <collect> at leaky_plugin.py:3: CONNECT tcp://127.0.0.1:* ?socket?",
             "1 request(s) outside any test were blocked (enforce): the session fails",
         ]
     )

@@ -80,7 +80,10 @@ def test_children_are_blocked_and_attributed_to_their_test(suite: pytest.Pyteste
     assert "PYTEST_OUTBOUND_CHILD" not in os.environ
 
 
-def test_children_in_audit_are_recorded_not_blocked(suite: pytest.Pytester, loopback: None) -> None:
+def test_children_in_audit_are_recorded_not_blocked(
+    suite: pytest.Pytester, loopback: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "500")  # each line of the summary whole
     suite.makeini(
         "[pytest]\noutbound_mode = audit\noutbound_local = enforce\noutbound_subprocess = true\n"
         "outbound_sensitive_machine = false\n"
@@ -100,7 +103,10 @@ def test_children_in_audit_are_recorded_not_blocked(suite: pytest.Pytester, loop
     result = suite.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
-        ["*test_audit at child.py:3: GET http://127.0.0.1:*/hello [[]http.client] undocumented"]
+        [
+            "  127.0.0.1: undocumented: 1 request(s) in 1 test(s)",
+            "    *::test_audit at child.py:3: GET http://127.0.0.1:*/hello [[]http.client]",
+        ]
     )
 
 

@@ -142,8 +142,9 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_unguardable_python_child_is_stopped_before_it_starts(
-    inner: pytest.Pytester, listener: Listener, case: str
+    inner: pytest.Pytester, listener: Listener, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "500")  # each line of the summary whole
     (inner.path / "theirs").mkdir()
     (inner.path / "theirs" / "sitecustomize.py").write_text("THEIRS = True\n")
     body = textwrap.indent(CASES[case], "    ")
@@ -164,7 +165,12 @@ def test_an_unguardable_python_child_is_stopped_before_it_starts(
         assert "outbound_child_allow" in message.partition("fix: ")[2], message
     else:
         assert logged == [], logged
-    result.stdout.fnmatch_lines(["*EXEC child:* [[]child] unguarded-child*"])
+    result.stdout.fnmatch_lines(
+        [
+            "  child processes: unguarded-child: 1 request(s) in 1 test(s)",
+            "    test_child.py::test_child at *: EXEC child:* [[]child]",
+        ]
+    )
     report = json.loads((inner.path / "r.json").read_text())
     [record] = report["requests"]
     assert (record["client"], record["reasons"], record["verdict"]) == (
@@ -225,7 +231,7 @@ def test_subprocess_off_in_enforce_makes_every_python_child_a_violation(
 
 
 def test_a_multiprocessing_spawn_child_is_judged_too(
-    inner: pytest.Pytester, listener: Listener
+    inner: pytest.Pytester, listener: Listener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """multiprocessing's spawn start method raises no audit event (``fork_exec``): its Python
     child is judged all the same."""
@@ -250,12 +256,16 @@ def test_a_multiprocessing_spawn_child_is_judged_too(
                 open("outcome.txt", "w").write(f"ran: {process.exitcode}")
         """
     )
+    monkeypatch.setenv("COLUMNS", "500")  # each line of the summary whole
     result = inner.runpytest("-p", "no:randomly")
     assert listener.received() == 0
     assert result.ret != 0
     assert (inner.path / "outcome.txt").read_text() == "blocked"
     result.stdout.fnmatch_lines(
-        ["*EXEC child:python*-c 'from multiprocessing.*' [[]child] unguarded-child"]
+        [
+            "  child processes: unguarded-child: 1 request(s) in 1 test(s)",
+            "    *::test_child at *: EXEC child:python*-c 'from multiprocessing.*' [[]child]",
+        ]
     )
 
 
@@ -483,7 +493,6 @@ def test_in_audit_python_children_are_listed_as_unwatched_when_not_guarded(
     result.stdout.fnmatch_lines(
         [
             "mode: audit; 0 outbound request(s), 0 violation(s)",
-            "*",
             "child processes the plugin cannot watch (what they send is not judged):",
             f"  {os.path.basename(sys.executable)} (outbound_subprocess is off): 1 run(s)",
         ]

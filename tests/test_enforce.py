@@ -28,7 +28,10 @@ def ini(mode: str, extra: str = "") -> str:
     return f"[pytest]\noutbound_policy = outbound.toml\noutbound_mode = {mode}\n{extra}"
 
 
-def test_audit_records_but_never_fails(policy: pytest.Pytester) -> None:
+def test_audit_records_but_never_fails(
+    policy: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # the summary fits the terminal's width
     policy.makeini(ini("audit"))
     policy.makepyfile(
         """
@@ -52,8 +55,10 @@ def test_audit_records_but_never_fails(policy: pytest.Pytester) -> None:
             "mode: audit; 1 outbound request(s), 1 violation(s)",
             "0 of 2 documented destinations were exercised",
             "violations:",
-            "*test_leak at test_audit_records_but_never_fails.py:*: GET https://evil.example/collect"
-            " [[]requests[]] undocumented",
+            "  evil.example: undocumented: 1 request(s) in 1 test(s)",
+            "    test_audit_records_but_never_fails.py::test_leak at",
+            "        test_audit_records_but_never_fails.py:6: GET",
+            "        https://evil.example/collect [[]requests[]]",
             "undocumented hosts:",
             "  evil.example (1 request(s))",
             "documented destinations no test exercised:",
@@ -254,7 +259,10 @@ def test_retries_do_not_multiply_a_blocked_attempt(policy: pytest.Pytester) -> N
     result.stdout.no_fnmatch_line("*AssertionError*")
 
 
-def test_documented_request_passes_in_enforce(policy: pytest.Pytester) -> None:
+def test_documented_request_passes_in_enforce(
+    policy: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # the summary fits the terminal's width
     policy.makeini(ini("enforce"))
     policy.makepyfile(
         """
@@ -286,8 +294,10 @@ def test_documented_request_passes_in_enforce(policy: pytest.Pytester) -> None:
             "mode: enforce; 2 outbound request(s), 0 violation(s)",
             "2 of 2 documented destinations were exercised",
             "destinations contacted:",
-            "  update-check (octopus.com): 1 request(s) in 1 test(s): *::test_requests",
-            "  nuget (*.nuget.org): 1 request(s) in 1 test(s): *::test_httpx_async",
+            "  update-check (octopus.com): 1 request(s) in 1 test(s):",
+            "      test_documented_request_passes_in_enforce.py::test_requests",
+            "  nuget (*.nuget.org): 1 request(s) in 1 test(s):",
+            "      test_documented_request_passes_in_enforce.py::test_httpx_async",
         ]
     )
 

@@ -175,7 +175,10 @@ def test_the_marker_in_audit_records_and_lists(pytester: pytest.Pytester) -> Non
     result = run_in_a_namespace(pytester, INI.format(mode="audit"), "-rA")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
-        ["*test_it.py::test_unmarked_reaches_out*CONNECT tcp://10.123.0.1:*unmarked:network*"]
+        [
+            "  10.123.0.1: *unmarked:network*: 1 request(s) in 1 test(s)",
+            "    test_it.py::test_unmarked_reaches_out at test_it.py:*: CONNECT*",
+        ]
     )
 
 

@@ -97,28 +97,33 @@ LAZY_CLIENTS = {
 
 @pytest.mark.parametrize("library", list(LAZY_CLIENTS))
 def test_a_client_first_imported_inside_a_test_is_judged_by_its_interceptor(
-    pytester: pytest.Pytester, library: str
+    pytester: pytest.Pytester, library: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The import happens in the test's call: no hook of the plugin runs between it and the
     request. Without the import watch only the socket backstop would see it, as ``[socket]``."""
+    monkeypatch.setenv("COLUMNS", "500")  # each line of the summary whole
     client, code = LAZY_CLIENTS[library]
     pytester.makeconftest(LOADED.format(names=CLIENT_MODULES))
     test_code = "def test_lazy():\n    CODE\n\n\ndef test_again():\n    CODE\n"
     pytester.makepyfile('URL = "http://api.example.com/x"\n\n\n' + test_code.replace("CODE", code))
     result = run_alone(pytester, "-rN")
     result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["  api.example.com: undocumented: 2 request(s) in 2 test(s)"])
     for test in ("test_lazy", "test_again"):
         result.stdout.fnmatch_lines(
-            [f"*::{test} at *: GET http://api.example.com/x [[]{client}] undocumented"]
+            [f"    *::{test} at *: GET http://api.example.com/x [[]{client}]"]
         )
     result.stdout.no_fnmatch_line("*[[]socket]*")
     assert library in loaded(pytester)
 
 
-def test_mocks_imported_inside_a_test_see_the_patched_clients(pytester: pytest.Pytester) -> None:
+def test_mocks_imported_inside_a_test_see_the_patched_clients(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """responses and requests-mock imported lazily import requests as they go: the requests
     they answer are still recorded and judged, and requests-mock, which saved our send as its
     own at its import, does not make that send its own ``__wrapped__``."""
+    monkeypatch.setenv("COLUMNS", "500")  # each line of the summary whole
     pytester.makepyfile(
         """
         import inspect
@@ -156,7 +161,10 @@ def test_mocks_imported_inside_a_test_see_the_patched_clients(pytester: pytest.P
     result = run_alone(pytester, "-rN", ini="outbound_allow = api.example.com\n")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
-        ["*::test_requests_mock_undocumented at *: GET http://elsewhere.example.org/z*"]
+        [
+            "  elsewhere.example.org: undocumented: 1 request(s) in 1 test(s)",
+            "    *::test_requests_mock_undocumented at *: GET http://elsewhere.example.org/z*",
+        ]
     )
 
 
@@ -930,10 +938,11 @@ def test_a_module_whose_class_reads_attributes_its_own_way_is_still_patched(
 
 
 def test_an_httpx_put_back_in_sys_modules_still_carries_the_url_as_written(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pytester's snapshot, or ``mock.patch.dict(sys.modules)``, puts the first httpx back
     after a fresh one was imported: its requests are judged by the URL as written again."""
+    monkeypatch.setenv("COLUMNS", "500")  # each line of the summary whole
     pytester.makepyfile(
         """
         import sys
@@ -960,7 +969,7 @@ def test_an_httpx_put_back_in_sys_modules_still_carries_the_url_as_written(
     result = run_alone(pytester, "-p", "no:randomly", "-rN", ini="outbound_allow = octopus.com\n")
     result.assert_outcomes(passed=1, failed=2)
     for test in ("test_before", "test_after"):
-        result.stdout.fnmatch_lines([f"*::{test} at *evil.com*@octopus.com/*"])
+        result.stdout.fnmatch_lines([f"    *::{test} at *: GET *evil.com*@octopus.com/ [[]httpx]"])
 
 
 def test_an_error_reported_only_where_no_one_reads_it_is_in_the_summary(

@@ -340,4 +340,4 @@ def test_a_thread_a_plugin_starts_as_it_is_imported_is_judged(
     monkeypatch.setenv("PYTHONPATH", str(pytester.path))
     result = run(pytester, {"sends_from_a_thread": plugin, "test_it": "def test_ok():\n    pass\n"})
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["  <collect> at netlib.py:*: CONNECT tcp://*"])
+    result.stdout.fnmatch_lines(["    <collect> at netlib.py:*: CONNECT tcp://*"])

@@ -142,6 +142,7 @@ def test_programs_a_test_runs_are_judged_as_that_test(
         "--outbound-sandbox", "-p", "no:cacheprovider", "--outbound-report", "r.json", timeout=180
     )
     result.assert_outcomes(passed=3, failed=3)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the run inside's, through the first
     out = result.stdout.str()
     assert "refused by the sandbox" in out
     assert "from: curl -sS -m 20 http://evil.example/curl (pid " in out
@@ -366,6 +367,7 @@ def test_outbound_marker_counts_what_the_gateway_carries_out(
     )
     result = pytester.runpytest_subprocess("--outbound-sandbox", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*FAILED*test_unmarked*"])
     assert "unmarked:network" in result.stdout.str()
 

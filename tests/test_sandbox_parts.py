@@ -116,8 +116,10 @@ def test_addresses_are_written_as_the_proc_socket_tables_write_them(
     assert _hex_address(host, port, version) == written
 
 
-def test_this_process_is_found_behind_its_own_connection() -> None:
-    """The lookup ``Programs`` makes, on this machine's own namespace and tables."""
+@pytest.mark.parametrize("diag", [True, False], ids=["sock_diag", "socket tables"])
+def test_this_process_is_found_behind_its_own_sockets(diag: bool) -> None:
+    """The lookups ``Programs`` makes, in this machine's own namespace: by ``sock_diag``, and
+    by reading the socket tables where there is no ``sock_diag``."""
     import os
 
     from pytest_outbound._sandbox._programs import Programs
@@ -127,15 +129,24 @@ def test_this_process_is_found_behind_its_own_connection() -> None:
     server.listen()
     client = socket.create_connection(server.getsockname())
     conn, address = server.accept()
-    tables = {name: os.open(f"/proc/self/net/{name}", os.O_RDONLY) for name in ("tcp", "tcp6")}
+    responder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    responder.bind(("127.0.0.1", 0))
+    asker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    asker.connect(responder.getsockname())
+    names = ("tcp", "tcp6", "udp", "udp6")
+    tables = {name: os.open(f"/proc/self/net/{name}", os.O_RDONLY) for name in names}
+    if diag:
+        tables["diag"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4).detach()
     programs = Programs(tables, os.readlink("/proc/self/ns/net"))
     try:
         found = programs.of_tcp(address, server.getsockname())
         assert found.pid == os.getpid()
         assert f"(pid {os.getpid()})" in found.text()
+        assert programs.of_udp(asker.getsockname(), responder.getsockname()).pid == os.getpid()
+        assert programs.of_tcp(("127.0.0.1", 1), server.getsockname()) == Program(None, ())
     finally:
         programs.close()
-        for sock in (conn, client, server):
+        for sock in (conn, client, server, responder, asker):
             sock.close()
 
 

@@ -171,3 +171,25 @@ def test_where_user_namespaces_are_forbidden_it_says_so(
         " space left on device (user.max_user_namespaces = 0)); run the command without the"
         " sandbox"
     ]
+
+
+def test_the_benchmark_measures_the_gateway(sandbox: None, tmp_path: Path) -> None:
+    """``benchmarks/sandbox.py`` (README, "The sandbox"): a quick run of its wrapper part."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "sandbox.py"
+    out = tmp_path / "figures.json"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--only", "wrapper", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert sorted(figures) == [
+        "connection: connect (wrapper)",
+        "connection: direct (outside, baseline)",
+        "connection: http_proxy (wrapper)",
+        "connection: socks5 (wrapper)",
+        "lookup: dns (wrapper)",
+    ]
+    assert all(value > 0 for value in figures.values())

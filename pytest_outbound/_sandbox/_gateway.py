@@ -442,12 +442,13 @@ class Gateway:
                 return
 
     def _udp_query(self, sock: socket.socket, data: bytes, client: tuple[str, int]) -> None:
-        response = self.answer_query(data, lambda: self._udp_program(client))
+        server = sock.getsockname()
+        response = self.answer_query(data, lambda: self._udp_program(client, server))
         if response is not None:
             with contextlib.suppress(OSError):
                 sock.sendto(response, client)
 
-    def _udp_program(self, client: tuple[str, int]) -> Program:
+    def _udp_program(self, client: tuple[str, int], server: tuple[str, int]) -> Program:
         """The program behind a UDP client address (the C library sends its A and AAAA
         queries from one socket: looked up once for both)."""
         now = time.monotonic()
@@ -455,7 +456,7 @@ class Gateway:
             known = self._udp_programs.get(client)
         if known is not None and now - known[0] < LOOKUP_PAIR and known[1].pid is not None:
             return known[1]
-        program = self.programs.of_udp(client)
+        program = self.programs.of_udp(client, server)
         with self._lock:
             if len(self._udp_programs) > 1024:
                 self._udp_programs.clear()

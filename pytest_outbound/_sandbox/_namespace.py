@@ -14,9 +14,10 @@ first process:
   (``nameserver 127.0.0.1``) and ``nsswitch.conf`` (``hosts: files dns``: no resolver that
   asks a service outside over a unix socket) over the machine's;
 - binds the gateway's port (TCP, ``127.0.0.1``, a free port) and the DNS responder's
-  (``127.0.0.1:53``, UDP and TCP), opens the namespace's socket tables (``_programs``), and
-  hands all of them to the parent over a unix socket pair (``SCM_RIGHTS``): the parent, in the
-  machine's namespace, serves them there, and reaches the outside itself;
+  (``127.0.0.1:53``, UDP and TCP), opens the namespace's ``sock_diag`` netlink socket and
+  socket tables (``_programs``), and hands all of them to the parent over a unix socket pair
+  (``SCM_RIGHTS``): the parent, in the machine's namespace, serves them there, and reaches
+  the outside itself;
 - sets the proxy variables and ``exec``s the command, which keeps the helper's pid. A
   command that cannot start is said on the same socket pair; one that starts closes it.
 
@@ -115,7 +116,11 @@ try:
 except OSError as exc:
     fail("binding the gateway's and the DNS responder's ports", exc.strerror or exc)
 tables = {}
-for name in ("tcp", "tcp6", "udp", "udp6"):
+try:  # the namespace's sock_diag: a socket found by its address at once
+    tables["diag"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4).detach()
+except OSError:
+    pass
+for name in ("tcp", "tcp6", "udp", "udp6"):  # (else by reading the tables whole)
     try:
         tables[name] = os.open("/proc/self/net/" + name, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
