@@ -348,7 +348,7 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
         ):
             reasons.append(f"sensitive:{hit.kind}")
             detail.append(
-                f"carries this machine's {hit.kind} ({hit.redacted}) in {hit.where}"
+                f"carries {_sensitive_words(hit.kind)} ({hit.redacted}) in {hit.where}"
                 f"{'' if hit.encoding == 'raw' else f' ({hit.encoding})'}; it must never leave"
             )
     if reasons:
@@ -360,6 +360,15 @@ def _judge_content(request: OutboundRequest, context: Context) -> _Judgement:
             verdict.closest,
         )
     return _Judgement(verdict, dest, split, split_detail)
+
+
+def _sensitive_words(kind: str) -> str:
+    """What a sensitive value is, in words: this machine's own, or a value named sensitive."""
+    if kind == "configured":
+        return "a value outbound_sensitive names"
+    if kind in ("hostname", "fqdn", "user", "home", "ip", "mac"):
+        return f"this machine's {kind}"
+    return f"a sensitive value ({kind})"
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 
 from pytest_outbound._decide import Context, Rules, Verdict, documented_summary, suggest_name
-from pytest_outbound._hosts import default_port
+from pytest_outbound._hosts import default_port, entry_for_host
 from pytest_outbound._policy import Destination
 from pytest_outbound._record import OutboundRequest
 from pytest_outbound._sensitive import masker_of
@@ -66,7 +66,7 @@ def _fixes(request: OutboundRequest, verdict: Verdict, rules: Rules) -> list[str
             " or answer the request with a mock"
         ]
     dest = rules.by_name.get(verdict.destination or verdict.closest or "")
-    allow_marker = f'{_INDENT}@pytest.mark.outbound_allow("{request.host}")'
+    allow_marker = f'{_INDENT}@pytest.mark.outbound_allow("{entry_for_host(request.host)}")'
     if "ambiguous-host" in codes:
         return [
             "  fix: correct the URL; an ambiguous host cannot be documented"
