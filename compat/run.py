@@ -14,8 +14,9 @@ The plugin measured is pytest_outbound as committed at ``--plugin`` (default HEA
 with ``git archive`` and installed (not editable) into each project's virtualenv, so that
 uncommitted edits in the work tree are not measured by accident; ``--plugin worktree``
 installs the work tree, editable. Each project gets its own virtualenv under
-``--work-dir/<project>/venv`` (made once, and made again when its recipe or the plugin commit
-changes, or with ``--reinstall``), holding the project (editable, from its checkout), its
+``--work-dir/<project>/venv`` (made once, made again when its recipe changes or with
+``--reinstall``; when only the plugin changed, only the plugin is installed again), holding
+the project (editable, from its checkout; aiohttp: its release wheel, see its recipe), its
 test requirements and pytest-outbound. Installing needs the package index; the test runs need
 no network at all: each runs inside a fresh network namespace that has only loopback
 (``unshare -rn``), the same for both runs, so no test can reach a non-loopback address.
@@ -24,10 +25,12 @@ Per-test outcomes come from ``--junitxml`` (one file a run): a test id is the fi
 ``classname::name``; its outcome is ``passed``, ``failed``, ``error``, ``skipped`` or
 ``xfailed``, and a test that also errored in teardown reads ``passed+error`` and so on.
 Each project's recipe (PROJECTS below) names its checkout, the test paths, the extra pip
-requirements, the pytest arguments and the tests deselected in BOTH runs because they cannot
-pass here without the plugin either (they need the internet, a tool not installed, ...), each
-with its reason. ``--baseline-runs 2`` runs the suite without the plugin twice, and any test
-whose outcome differs between those two is reported as flaky rather than as a change.
+requirements, the pytest arguments and the tests deselected in BOTH runs because they fail or
+flake here without the plugin too (they need the internet, a newer dependency broke them, a
+race), each with its reason. The runs without the plugin come first, then the audit run; the
+ratio is the audit run's wall time over the first run's. ``--baseline-runs 2`` runs the suite
+without the plugin twice, and any test whose outcome differs between those two is reported
+as flaky rather than as a change.
 
 Everything a run writes (junit files, the full output, the plugin's JSON report) stays under
 ``--work-dir/<project>/``; ``--json`` writes the results of this invocation.
