@@ -65,11 +65,11 @@ class Outbound:
             )
         found = self._to(entry, "assert_contacted")
         if count is None and not found:
-            raise AssertionError(
+            raise self._failure(
                 f"{entry!r} was not contacted in this test\n{self._contacted_text()}"
             )
         if count is not None and len(found) != count:
-            raise AssertionError(
+            raise self._failure(
                 f"{entry!r} was contacted {len(found)} time(s), expected {count}\n"
                 f"{self._contacted_text()}"
             )
@@ -80,7 +80,7 @@ class Outbound:
         found = self._to(entry, "assert_not_contacted")
         if found:
             lines = "\n".join(f"  {r.method} {r.url} ({r.location})" for r in found)
-            raise AssertionError(f"{entry!r} was contacted {len(found)} time(s):\n{lines}")
+            raise self._failure(f"{entry!r} was contacted {len(found)} time(s):\n{lines}")
 
     def assert_payload(
         self,
@@ -102,7 +102,7 @@ class Outbound:
         )
         found = self._to(entry, "assert_payload")
         if not found:
-            raise AssertionError(
+            raise self._failure(
                 f"{entry!r} was not contacted in this test\n{self._contacted_text()}"
             )
         from pytest_outbound._contract import check_payload, format_contract_diff
@@ -115,7 +115,7 @@ class Outbound:
                 diff = format_contract_diff(payload, values, breaches, name=entry)
                 problems.append(f"{request.method} {request.url} ({request.location}):\n{diff}")
         if problems:
-            raise AssertionError(
+            raise self._failure(
                 f"{len(problems)} of {len(found)} request(s) to {entry!r} break the payload"
                 " contract:\n" + "\n".join(problems)
             )
@@ -146,10 +146,10 @@ class Outbound:
                 raise raised
             if others:
                 lines = "\n".join(f"  {r.method} {r.url} ({r.location})" for r in others)
-                raise AssertionError(
+                raise self._failure(
                     f"expected only requests to {entry!r} to be blocked; also blocked:\n{lines}"
                 )
-            raise AssertionError(
+            raise self._failure(
                 f"expected a request to {entry!r} to be blocked; none was\n{self._contacted_text()}"
             )
         for record in expected:  # what the test expected fails neither it nor the run
@@ -195,6 +195,13 @@ class Outbound:
         )
         self._scope.stubs.append(stub)
         return stub
+
+    def _failure(self, text: str) -> AssertionError:
+        """An assertion's failure, its URLs shown as every output shows them: sensitive
+        values and URL passwords masked."""
+        from pytest_outbound._sensitive import masker_of
+
+        return AssertionError(masker_of(self._scope.context.rules.scanner)(text))
 
     def _contacted_text(self) -> str:
         if not self._scope.records:

@@ -377,3 +377,31 @@ def test_report_json_is_masked_key_and_value(tmp_path: Path) -> None:
     assert shown["query"] == {"Zq****************et": ["1"]}
     assert shown["fields"] == ["Zq****************et", "header:x-note"]
     assert shown["headers"]["X-Note"] == "from ci************9b"
+
+
+def test_the_fixtures_assertions_mask_what_they_show(pytester: pytest.Pytester) -> None:
+    """``outbound.assert_not_contacted`` and friends name the requests they found: a URL's
+    password and a configured sensitive value are masked there too."""
+    pytester.makeini("[pytest]\noutbound_sensitive =\n    token: tk-1234567890abcdef\n")
+    pytester.makepyfile(
+        """
+        import re, requests, responses
+
+        SECRET = "tk-" + "1234567890abcdef"
+        PASSWORD = "hunter2" * 2
+
+        @responses.activate
+        def test_it(outbound):
+            responses.get(re.compile(r"https://.*api[.]example[.]org/x.*"))
+            outbound.allow("api.example.org")
+            requests.get(f"https://deploy:{PASSWORD}@api.example.org/x?t={SECRET}")
+            outbound.assert_not_contacted("api.example.org")
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "-o", "outbound_mode=audit")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "'api.example.org' was contacted 1 time(s)" in output
+    assert "hunter2hunter2" not in output
+    assert "tk-1234567890abcdef" not in output
+    assert "https://deploy:<redacted>@api.example.org/x?t=tk" in output
