@@ -354,3 +354,43 @@ def test_a_streamed_body_is_judged_once_sent_and_a_breach_fails_the_test(
     audit = suite.runpytest("-p", "no:randomly", *RUNS["audit"])
     audit.assert_outcomes(passed=2)
     audit.stdout.fnmatch_lines(["*2 outbound request(s), 2 violation(s)*"])
+
+
+def test_a_request_the_plugin_cannot_read_keeps_the_callers_own_outcome(
+    pytester: pytest.Pytester,
+) -> None:
+    """aiohttp's own tests hand a session a mock as its ``request_class``: in audit the plugin
+    cannot read it, lets it go on (reporting its own failure) and the test gets aiohttp's own
+    error; in enforce it is blocked."""
+    pytester.makepyfile(
+        """
+        import asyncio
+        from unittest import mock
+
+        import aiohttp, pytest
+
+        async def send_through_a_mock():
+            request = mock.AsyncMock()
+            request.send.side_effect = OSError(1, "permission error")
+            s = aiohttp.ClientSession(request_class=mock.Mock(return_value=request))
+
+            async def create_connection(req, traces, timeout):
+                return mock.Mock()
+
+            s._connector._create_connection = create_connection
+            s._connector._release = mock.Mock()
+            await s.request("get", "http://example.com")  # (as aiohttp's test, never closed)
+
+        def test_it():
+            with pytest.raises(aiohttp.ClientOSError):
+                asyncio.run(send_through_a_mock())
+        """
+    )
+    audit = pytester.runpytest("-p", "no:randomly", "-o", "outbound_mode=audit")
+    audit.assert_outcomes(passed=1)
+    audit.stdout.fnmatch_lines(["pytest-outbound failed judging 1 request(s) (let through*"])
+    enforce = pytester.runpytest("-p", "no:randomly", "-o", "outbound_mode=enforce")
+    enforce.assert_outcomes(failed=1)
+    enforce.stdout.fnmatch_lines(
+        ["*outbound request blocked: ? <unittest.mock.AsyncMock object> (client: aiohttp)*"]
+    )

@@ -551,6 +551,15 @@ def _raised_by_hook(error: BaseException, before: object) -> bool:
     return raised is not before and raised is error
 
 
+def unreadable(guard: Guard, client: str, request: object, error: Exception) -> None:
+    """An interceptor could not read the request it was given (an object the client did not
+    build: a test's mock): it goes on unjudged in audit, reported with the plugin's own
+    failures; in enforce it is blocked (what cannot be judged is not let through)."""
+    __tracebackhide__ = True
+    shown = f"{type(request).__module__}.{type(request).__qualname__} object"
+    _internal(guard, "?", f"<{shown}>", client, error)
+
+
 def _internal(guard: Guard, method: str, url: str, client: str, error: Exception) -> None:
     """The plugin failed judging a request: in enforce it is blocked, in audit it goes on."""
     __tracebackhide__ = True

@@ -32,7 +32,13 @@ import json
 from typing import Any
 
 from pytest_outbound._guard import Guard
-from pytest_outbound._interceptors import JUDGED_ABOVE, Patches, judge, judged_above
+from pytest_outbound._interceptors import (
+    JUDGED_ABOVE,
+    Patches,
+    judge,
+    judged_above,
+    unreadable,
+)
 from pytest_outbound._interceptors._body import BodyWatch, as_bytes, watch_of
 
 #: Set while a ``ClientSession`` sends a request: its connector's ``connect`` judges it.
@@ -89,15 +95,20 @@ def install(guard: Guard, patches: Patches) -> None:
         """Judge ``request`` (``OutboundBlocked`` in enforce); the watch of its body if it is
         a stream. Called by the two wrappers below: their frames and this one are skipped."""
         __tracebackhide__ = True
-        body = request.body
-        data = _payload_bytes(body, bytes_payload)
-        headers = list(request.headers.items())
-        if request.compress:  # aiohttp compresses as it writes: the body seen here is plain
-            headers = [item for item in headers if item[0].lower() != "content-encoding"]
+        try:
+            body = request.body
+            data = _payload_bytes(body, bytes_payload)
+            headers = list(request.headers.items())
+            if request.compress:  # aiohttp compresses as it writes: the body seen here is plain
+                headers = [item for item in headers if item[0].lower() != "content-encoding"]
+            method, url = str(request.method), str(request.url)
+        except Exception as exc:  # not a request aiohttp built (a test's mock): unreadable
+            unreadable(guard, "aiohttp", request, exc)  # (blocked in enforce)
+            return None
         judge(
             guard,
-            request.method,
-            str(request.url),
+            method,
+            url,
             headers=headers,
             body=body if data is None else data,
             client="aiohttp",
