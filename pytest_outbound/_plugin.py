@@ -685,7 +685,16 @@ def _sensitive_scanner(config: pytest.Config) -> SensitiveScanner:
     for impl in hook.get_hookimpls():
         source = _display_path(config, getattr(impl.plugin, "__file__", None) or impl.plugin_name)
         kwargs = {name: config for name in impl.argnames if name == "config"}
-        values.extend(_sensitive_from_hook(impl.function(**kwargs), source))
+        try:
+            values.extend(_sensitive_from_hook(impl.function(**kwargs), source))
+        except pytest.UsageError:
+            raise
+        except Exception as exc:  # a bug of the hook's own: one line, before the first test
+            filename = getattr(impl.plugin, "__file__", None) or impl.plugin_name
+            hook_name = "pytest_outbound_sensitive_values"
+            raise pytest.UsageError(
+                f"{source}: {_hook_failure(exc, filename, hook_name)}"
+            ) from None
     ignore = COMMON_WORDS | {str(v).strip() for v in config.getini("outbound_sensitive_ignore")}
     min_length = _int_ini(config, "outbound_sensitive_min_length", "4")
     return SensitiveScanner(values, min_length=min_length, ignore=ignore)
@@ -1727,7 +1736,7 @@ def _has_outbound_marker(item: pytest.Item) -> bool:
     return False
 
 
-def _hook_failure(exc: Exception, filename: str) -> str:
+def _hook_failure(exc: Exception, filename: str, hook: str = "pytest_outbound_destinations") -> str:
     """``pytest_outbound_destinations: ValueError at line 7: ...``: the exception a hook
     raised, at the last line of its file that it passed through."""
     line = None
@@ -1739,9 +1748,7 @@ def _hook_failure(exc: Exception, filename: str) -> str:
     at = f" at line {line}" if line is not None else ""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return (
-        f"pytest_outbound_destinations: {type(exc).__name__}{at}: {text}"
-        if text
-        else f"pytest_outbound_destinations: {type(exc).__name__}{at}"
+        f"{hook}: {type(exc).__name__}{at}: {text}" if text else f"{hook}: {type(exc).__name__}{at}"
     )
 
 
@@ -1824,6 +1831,9 @@ def _unmet_expectations(
         if (count is None and n == 0) or (count is not None and n != count):
             wanted = "at least once" if count is None else f"exactly {count} time(s)"
             made = "\n".join(f"  {r.method} {r.url}" for r in scope.records) or "  (none)"
+            from pytest_outbound._sensitive import masker_of
+
+            made = masker_of(scope.context.rules.scanner)(made)
             problems.append(
                 f"outbound_expect({entry.text!r}): expected to be contacted {wanted},"
                 f" was contacted {n} time(s). Requests in this test:\n{made}"
@@ -1848,11 +1858,14 @@ def _exception_chain(exc: BaseException) -> Iterable[BaseException]:
 
 
 def _children_text(records: list[OutboundRequest]) -> str:
+    from pytest_outbound._sensitive import mask_url_passwords
+
     lines = [f"{len(records)} outbound request(s) from child processes were blocked:"]
     for r in records:
         why = f" ({r.host_error})" if r.host_error else ""
         lines.append(
-            f"  {r.method} {r.url} (client: {r.client}) from {r.location or 'a child process'}:"
+            f"  {r.method} {mask_url_passwords(r.url)} (client: {r.client}) from"
+            f" {r.location or 'a child process'}:"
             f" {', '.join(r.reasons)}{why}"
         )
     return "\n".join(lines)

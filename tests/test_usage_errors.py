@@ -467,6 +467,17 @@ def test_a_failing_destinations_hook_names_its_conftest(
     assert usage_error(pytester.runpytest()) == expected
 
 
+def test_a_failing_sensitive_values_hook_names_its_conftest(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "def pytest_outbound_sensitive_values(config):\n"
+        "    raise OSError('the vault is sealed')\n"
+    )
+    pytester.makepyfile(NEVER_RUNS)
+    assert usage_error(pytester.runpytest()) == (
+        "conftest.py: pytest_outbound_sensitive_values: OSError at line 2: the vault is sealed"
+    )
+
+
 # -- the fixture: a mistake fails the test at its line ---------------------------------------
 
 
