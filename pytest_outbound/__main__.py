@@ -61,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: choose a command: docs, check, merge or report", file=sys.stderr)
+        print(
+            f"{PROG}: error: choose a command: docs, check, merge, report, init, export or sandbox",
+            file=sys.stderr,
+        )
         return 2
     command: int = args.run(args)
     return command

@@ -132,7 +132,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     result = run(cwd=tmp_path)
     assert result.returncode == 2
-    assert "choose a command: docs, check, merge or report" in result.stderr
+    assert "choose a command: docs, check, merge, report, init, export or sandbox" in result.stderr
     _no_traceback(result)
 
 
