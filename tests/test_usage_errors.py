@@ -469,8 +469,7 @@ def test_a_failing_destinations_hook_names_its_conftest(
 
 def test_a_failing_sensitive_values_hook_names_its_conftest(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
-        "def pytest_outbound_sensitive_values(config):\n"
-        "    raise OSError('the vault is sealed')\n"
+        "def pytest_outbound_sensitive_values(config):\n    raise OSError('the vault is sealed')\n"
     )
     pytester.makepyfile(NEVER_RUNS)
     assert usage_error(pytester.runpytest()) == (
