@@ -1514,7 +1514,8 @@ class OutboundPlugin:
             return None
         if any("::" in arg for arg in config.args):
             return "node ids were named"
-        wanted = [Path(str(arg)).resolve() for arg in config.args]
+        here = config.invocation_params.dir  # (the args are relative to it, not to the cwd)
+        wanted = [(here / str(arg)).resolve() for arg in config.args]
         testpaths = config.getini("testpaths")
         whole = [
             found
