@@ -39,15 +39,18 @@ Everything a run writes (junit files, the full output, the plugin's JSON report)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +67,7 @@ NETNS = ("unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"')
 ALWAYS = ("pytest-timeout",)
 WITHOUT = "without"
 AUDIT = "audit"
+ENFORCE = "enforce"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,13 +438,21 @@ PROJECTS: tuple[Project, ...] = (
 @dataclasses.dataclass
 class Run:
     variant: str
+    label: str
     seconds: float
+    #: user + system CPU seconds of the whole process tree (every process the run started,
+    #: orphans included: this script is their subreaper and reaps them)
+    cpu: float
     returncode: int | None  # None: timed out
     outcomes: dict[str, str]
     messages: dict[str, str]
     log: Path
+    load: tuple[float, float]  # the 1-minute load average before and after the run
+    timed: bool = True  # part of the alternating pairs (the extra --baseline-runs are not)
     reported: bool = False  # the plugin wrote its report (it was active)
     recorded: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: test id -> what the report holds of its requests: "verdict client host reasons"
+    requests_by_test: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -460,7 +472,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--reinstall", action="store_true", help="make the virtualenvs again")
     parser.add_argument("--serial", action="store_true", help="no xdist, even where supported")
-    parser.add_argument("--baseline-runs", type=int, default=1, help="runs without the plugin")
+    parser.add_argument(
+        "--mode",
+        choices=(AUDIT, ENFORCE),
+        default=AUDIT,
+        help="the plugin's mode in the runs with it (enforce: no policy, loopback allowed)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=1,
+        help="pairs of runs (without, with), in alternating order; times are their medians",
+    )
+    parser.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=1,
+        help="runs without the plugin; those beyond the first come first and are not timed",
+    )
     parser.add_argument("--timeout", type=int, default=None, help="seconds a run (per project)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--install-only", action="store_true", help="make the virtualenvs only")
@@ -504,7 +533,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = _measure(project, checkout, venv, work / project.name, args)
         result["plugin"] = plugin_id
         results.append(result)
-        if result["changes"] or result["problems"]:
+        # In enforce, tests that aim at a non-local host fail by design: only a change with no
+        # violation in the report for its test is one to look at (a false block, or a block
+        # recorded under another test).
+        unexplained = [
+            c
+            for c in result["changes"]
+            if args.mode == AUDIT or not any(r.startswith("violation ") for r in c["requests"])
+        ]
+        if unexplained or result["problems"]:
             status = 1
 
     _print_table(results)
@@ -604,20 +641,32 @@ def _venv(
 def _measure(
     project: Project, checkout: Path, venv: Path, home: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    variants = [WITHOUT] * args.baseline_runs + [AUDIT]
+    mode = args.mode
+    # The extra baseline runs first (flaky tests, and a warm-up: bytecode, caches), untimed;
+    # then the timed pairs, in alternating order so that neither side always runs first.
+    plan = [(WITHOUT, False)] * (args.baseline_runs - 1)
+    for rep in range(args.reps):
+        pair = (WITHOUT, mode) if rep % 2 == 0 else (mode, WITHOUT)
+        plan += [(pair[0], True), (pair[1], True)]
     runs: list[Run] = []
-    for index, variant in enumerate(variants):
-        label = variant if variant == AUDIT else f"{variant}{index + 1 if index else ''}"
+    seen: Counter[str] = Counter()
+    for variant, timed in plan:
+        seen[variant] += 1
+        label = variant if seen[variant] == 1 else f"{variant}{seen[variant]}"
         run = _run_once(project, checkout, venv, home, label, variant, args)
+        run.timed = timed
         runs.append(run)
         count = Counter(o.split("+")[0] for o in run.outcomes.values())
         code = "timed out" if run.returncode is None else f"exit {run.returncode}"
         print(
-            f"   {label:9} {run.seconds:7.1f} s  {code:9} {len(run.outcomes):5} tests  "
-            + ", ".join(f"{n} {k}" for k, n in sorted(count.items())),
+            f"   {label:9} {run.seconds:7.1f} s  cpu {run.cpu:7.1f} s  load"
+            f" {run.load[0]:4.1f}-{run.load[1]:4.1f}  {code:9} {len(run.outcomes):5} tests  "
+            + ", ".join(f"{n} {k}" for k, n in sorted(count.items()))
+            + ("" if timed else "  (untimed)"),
             flush=True,
         )
-    baselines, audit = runs[:-1], runs[-1]
+    baselines = [r for r in runs if r.variant == WITHOUT]
+    withs = [r for r in runs if r.variant == mode]
     base = baselines[0]
     flaky = sorted(
         t
@@ -625,49 +674,115 @@ def _measure(
         if len({r.outcomes.get(t, "missing") for r in baselines}) > 1
     )
     changes = []
-    for test in sorted(set(base.outcomes) | set(audit.outcomes)):
-        before, after = base.outcomes.get(test, "missing"), audit.outcomes.get(test, "missing")
-        if before != after and test not in flaky:
+    for test in sorted(set(base.outcomes).union(*(r.outcomes for r in withs))):
+        before = base.outcomes.get(test, "missing")
+        after = sorted({r.outcomes.get(test, "missing") for r in withs})
+        if after != [before] and test not in flaky:
             changes.append(
                 {
                     "test": test,
                     "without": before,
-                    "audit": after,
-                    "message": audit.messages.get(test) or base.messages.get(test, ""),
+                    mode: "/".join(after),
+                    "message": next(
+                        (r.messages[test] for r in withs if test in r.messages),
+                        base.messages.get(test, ""),
+                    ),
+                    # what the plugin's report holds of the test's requests (its first run)
+                    "requests": withs[0].requests_by_test.get(test, []),
                 }
             )
     problems = [
-        f"{r.variant} run {'timed out' if r.returncode is None else 'collected no test'}"
+        f"{r.label} run {'timed out' if r.returncode is None else 'collected no test'}"
         f" (see {r.log})"
         for r in runs
         if r.returncode is None or not r.outcomes
     ]
-    if not audit.reported and audit.returncode is not None:
-        problems.append(f"the audit run wrote no report: was the plugin active? (see {audit.log})")
-    ratio = audit.seconds / base.seconds if base.seconds else float("nan")
+    problems += [
+        f"the {r.label} run wrote no report: was the plugin active? (see {r.log})"
+        for r in withs
+        if not r.reported and r.returncode is not None
+    ]
+    timing = _timing(runs, mode)
     for change in changes:
-        print(f"   CHANGED {change['test']}: {change['without']} -> {change['audit']}")
+        print(f"   CHANGED {change['test']}: {change['without']} -> {change[mode]}")
         if change["message"]:
             print(f"           {change['message'][:300]}")
+        for line in change["requests"][:3]:
+            print(f"           report: {line}")
+        if mode == ENFORCE and not any(
+            line.startswith("violation ") for line in change["requests"]
+        ):
+            print("           (no violation in the report for this test)")
     for test in flaky:
         print(f"   flaky without the plugin: {test}")
     for problem in problems:
         print(f"   PROBLEM: {problem}")
     return {
         "project": project.name,
+        "mode": mode,
         "checkout": _describe(checkout, project.tag),
         "tests": len(base.outcomes),
         "outcomes_without": dict(Counter(o for o in base.outcomes.values())),
-        "outcomes_audit": dict(Counter(o for o in audit.outcomes.values())),
-        "seconds": {r.variant + str(i): round(r.seconds, 2) for i, r in enumerate(runs)},
-        "ratio": round(ratio, 3),
+        f"outcomes_{mode}": dict(Counter(o for o in withs[0].outcomes.values())),
+        "runs": [
+            {
+                "label": r.label,
+                "seconds": round(r.seconds, 2),
+                "cpu": round(r.cpu, 2),
+                "load": list(r.load),
+                "timed": r.timed,
+            }
+            for r in runs
+        ],
+        **timing,
         "xdist": project.xdist and not args.serial,
-        "recorded_by_client": dict(audit.recorded),
+        "recorded_by_client": dict(withs[0].recorded),
         "changes": changes,
         "flaky": flaky,
         "deselected": [{"test": t, "reason": r} for t, r in project.deselect],
         "problems": problems,
     }
+
+
+def _timing(runs: Sequence[Run], mode: str) -> dict[str, Any]:
+    """Medians of the timed runs' wall and CPU seconds, each side, and their ratios."""
+    out: dict[str, Any] = {}
+    for key in ("seconds", "cpu"):
+        medians = []
+        for variant in (WITHOUT, mode):
+            values = [getattr(r, key) for r in runs if r.timed and r.variant == variant]
+            medians.append(statistics.median(values) if values else float("nan"))
+        out[f"median_{key}"] = {WITHOUT: round(medians[0], 2), mode: round(medians[1], 2)}
+        out["ratio" if key == "seconds" else "cpu_ratio"] = (
+            round(medians[1] / medians[0], 3) if medians[0] else float("nan")
+        )
+    return out
+
+
+def _subreaper() -> None:
+    """Make this process the subreaper of everything it starts (Linux): a suite's process
+    whose parent died (a server a test forked, ...) is reparented here, not to init, so that
+    its CPU time reaches RUSAGE_CHILDREN when it is reaped (``_reap``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap() -> None:
+    """Reap every child that has exited (a run's orphans): their CPU time is counted then."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _run_once(
@@ -695,8 +810,8 @@ def _run_once(
     cmd += ["--junitxml", str(junit), "-o", "junit_family=xunit2", "-p", "no:cacheprovider"]
     if variant == WITHOUT:
         cmd += ["-p", "no:outbound"]
-    else:
-        cmd += ["-o", "outbound_mode=audit", "--outbound-report", str(report)]
+    else:  # no policy in either mode: none of these projects has one
+        cmd += ["-o", f"outbound_mode={variant}", "--outbound-report", str(report)]
     env = {
         k: v
         for k, v in os.environ.items()
@@ -705,9 +820,13 @@ def _run_once(
     env.update(project.run_env)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     timeout = args.timeout or project.timeout
+    _subreaper()
+    _reap()
     with log.open("w") as out:
         out.write(f"$ cd {shlex.quote(str(checkout))} && {shlex.join([*NETNS, *cmd])}\n")
         out.flush()
+        load_before = os.getloadavg()[0]
+        cpu_before = _children_cpu()
         start = time.perf_counter()
         proc = subprocess.Popen(
             [*NETNS, *cmd],
@@ -728,12 +847,49 @@ def _run_once(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         seconds = time.perf_counter() - start
+        # what the run left behind (a server a test forked): it must not load the next run
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.05)
+        _reap()
+        cpu = _children_cpu() - cpu_before
+        load = (load_before, os.getloadavg()[0])
     outcomes, messages = _junit(junit) if junit.is_file() else ({}, {})
     recorded: Counter[str] = Counter()
+    by_test: dict[str, list[str]] = {}
     if report.is_file():
         data = json.loads(report.read_text())
-        recorded.update(str(r.get("client", "?")) for r in data.get("requests", []))
-    return Run(variant, seconds, returncode, outcomes, messages, log, report.is_file(), recorded)
+        for r in data.get("requests", []):
+            recorded[str(r.get("client", "?"))] += 1
+            line = (
+                f"{r.get('verdict')} {r.get('client')} {r.get('method')} {r.get('url')}"
+                f" [{','.join(r.get('reasons') or [])}] at {r.get('location')}"
+            )
+            tests = by_test.setdefault(_junit_id(str(r.get("nodeid"))), [])
+            if line not in tests:
+                tests.append(line)
+    return Run(
+        variant=variant,
+        label=label,
+        seconds=seconds,
+        cpu=cpu,
+        returncode=returncode,
+        outcomes=outcomes,
+        messages=messages,
+        log=log,
+        load=load,
+        reported=report.is_file(),
+        recorded=recorded,
+        requests_by_test=by_test,
+    )
+
+
+def _junit_id(nodeid: str) -> str:
+    """A pytest node id as ``_junit`` names the test: ``a/b.py::C::t[x]`` -> ``a.b.C::t[x]``."""
+    head, bracket, params = nodeid.partition("[")
+    parts = head.split("::")
+    module = parts[0].removesuffix(".py").replace("/", ".")
+    return f"{'.'.join([module, *parts[1:-1]])}::{parts[-1]}{bracket}{params}"
 
 
 def _junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -763,16 +919,24 @@ def _junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 def _print_table(results: list[dict[str, Any]]) -> None:
     if not results:
         return
-    print(f"\n{'project':16} {'tests':>6} {'changed':>8} {'flaky':>6} {'ratio':>7}  requests seen")
+    print(
+        f"\n{'project':16} {'tests':>6} {'changed':>8} {'flaky':>6} {'wall s':>15}"
+        f" {'ratio':>6} {'cpu s':>15} {'ratio':>6}  requests seen"
+    )
     for r in results:
         seen = r["recorded_by_client"]
+        wall, cpu = r["median_seconds"].values(), r["median_cpu"].values()
         print(
             f"{r['project']:16} {r['tests']:6} {len(r['changes']):8} {len(r['flaky']):6}"
-            f" {r['ratio']:7.3f}  {', '.join(f'{k} {v}' for k, v in sorted(seen.items()))}"
+            f" {' / '.join(f'{v:6.1f}' for v in wall):>15} {r['ratio']:6.3f}"
+            f" {' / '.join(f'{v:6.1f}' for v in cpu):>15} {r['cpu_ratio']:6.3f}"
+            f"  {', '.join(f'{k} {v}' for k, v in sorted(seen.items()))}"
         )
+    print("(times: medians without / with the plugin; ratios: with / without)")
     print(
         f"\n{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, Python "
-        f"{platform.python_version()}, {os.cpu_count()} cores"
+        f"{platform.python_version()}, {os.cpu_count()} cores, load average "
+        + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
 
 
