@@ -646,6 +646,18 @@ def test_xdist_workers_run_in_enforce(
     assert set(report["workers"].values()) == {"ok"}
 
 
+def test_xdist_workers_start_where_warnings_are_errors(inner: pytest.Pytester) -> None:
+    """A worker's bootstrap guard imports the plugin before the worker's pytest marks it for
+    assertion rewriting: pytest's "Module already imported so cannot be rewritten" warning,
+    which ``filterwarnings = error`` (urllib3's suite) turns into a crashed worker, is not
+    raised (the package's docstring opts out of rewriting)."""
+    inner.makeini(INI + "filterwarnings =\n    error::pytest.PytestAssertRewriteWarning\n")
+    inner.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = inner.runpytest_subprocess("-p", "xdist", "-n", "1", "-p", "no:randomly")
+    assert "already imported" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=1)
+
+
 def test_runpytest_subprocess_children_keep_working(pytester: pytest.Pytester) -> None:
     """pytester's ``runpytest_subprocess`` starts a Python child: in an enforce session it
     is guarded, and runs."""
