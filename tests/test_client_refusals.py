@@ -65,6 +65,47 @@ def test_the_client_refuses_it_itself(pytester: pytest.Pytester, case: str, run:
     result.assert_outcomes(passed=1)
 
 
+REDIRECT_TO_NO_HOST = """
+import http.server, threading
+import pytest, requests
+
+class Redirect(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.path[1:])
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+@pytest.mark.parametrize("location", ["http://:1", "http://example.com:99999/", "http://[::1/"])
+def test_redirect_to_no_host(request, location):
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(requests.exceptions.InvalidURL):
+            requests.get(f"http://127.0.0.1:{server.server_port}/{location}")
+    finally:
+        server.shutdown()
+    if request.config.pluginmanager.has_plugin("outbound"):
+        assert request.getfixturevalue("outbound").requests == []
+"""
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_a_redirect_to_a_url_without_host_gets_requests_own_error(
+    pytester: pytest.Pytester, run: str
+) -> None:
+    """requests' own suite (``test_redirecting_to_bad_url``): a redirect hop is not prepared
+    again, so a ``Location`` with no host (``http://:1``), a port out of range or a broken
+    IPv6 literal reaches ``Session.send``, and requests' adapter refuses it (``InvalidURL``)
+    before it connects."""
+    pytester.makepyfile(REDIRECT_TO_NO_HOST)
+    result = pytester.runpytest("-p", "no:randomly", *RUNS[run])
+    result.assert_outcomes(passed=3)
+
+
 INTERNAL_FAILURE = """
 import pytest
 import pytest_outbound._interceptors as interceptors

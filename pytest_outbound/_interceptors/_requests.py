@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from pytest_outbound._guard import Guard
 from pytest_outbound._interceptors import (
@@ -72,11 +73,20 @@ def install(guard: Guard, patches: Patches) -> None:
 
 
 def _refused(session: Any, url: object) -> bool:
-    """Whether requests refuses ``url`` itself, as it picks the adapter (``InvalidSchema``: no
-    adapter is mounted for its scheme). Nothing of such a request can leave, so it is not
-    judged and the caller gets requests' own exception."""
+    """Whether requests refuses ``url`` itself: as it picks the adapter (``InvalidSchema``: no
+    adapter is mounted for its scheme), or, for http(s), as its adapter picks the connection
+    (``InvalidURL``: the URL names no host, or no valid port, read as the adapter reads it).
+    ``prepare`` refuses such a URL, but a redirect hop is not prepared again (a ``Location``
+    of ``http://:1``). Nothing of such a request can leave, so it is not judged and the caller
+    gets requests' own exception (a proxy it would go through instead is judged at its
+    socket)."""
     if isinstance(url, str) and url.startswith(("http://", "https://")):
-        return False  # the adapters requests mounts itself (the hot path: no lookup)
+        try:
+            parts = urlsplit(url)  # cached by urllib.parse: requests' adapter asks it too
+            parts.port  # noqa: B018 (it raises for a port out of range)
+        except ValueError:
+            return True
+        return not parts.hostname
     try:
         session.get_adapter(url=url)
     except Exception:
