@@ -491,7 +491,7 @@ def _judge_destination(request: OutboundRequest, context: Context) -> Verdict:
             " sends would not be judged, so enforcement fails closed"
         )
         return Verdict(False, None, ("unguarded-child",), (text,))
-    if peer is None:
+    if peer is None or request.host_error:  # (a local peer despite its port: R9)
         why = request.host_error or "the URL's host cannot be determined"
         return Verdict(
             False,

@@ -45,7 +45,9 @@ R9  A pattern without a port admits any port; ``host:p`` only port ``p``; ``sche
     only that scheme on its default port (http/ws 80, https/wss 443), unless a port is given
     (``https://host:8443``). A peer whose scheme is unknown (``""``, a raw socket) is judged by
     the port alone. A URL port must be ASCII decimal, 1 to 65535 (an empty port means the
-    scheme's default, as RFC 3986 and every client agree).
+    scheme's default, as RFC 3986 and every client agree). Clients disagree only on the port
+    of such a URL (one refuses it, the C resolver takes it modulo 65536), never on its host:
+    when that host is local, the request is local traffic (``local_peer_despite_port``).
 R10 Every redirect hop and every connection is judged on its own: everything here is stateless
     and knows nothing of earlier requests.
 
@@ -193,6 +195,24 @@ def peer_from_url(url: str) -> Peer:
             "R2",
         )
     return _peer_from_authority(scheme, authority)
+
+
+def local_peer_despite_port(url: str) -> Peer | None:
+    """For a URL whose port breaks R9 (``http://127.0.0.1:123456/``): its peer, without a port,
+    if its host is local (``is_local``), else None. Whatever port a client makes of it, or if
+    it refuses it, nothing of it reaches another machine."""
+    head = _URL_HEAD.match(url)
+    if head is None or head.group(2) is None:
+        return None
+    scheme, _, authority = head.groups()
+    try:
+        _reject_ambiguous(authority, "the authority")
+        host, _port = _split_host_port(authority.rpartition("@")[2], authority)
+        text, ip = _canonical(host)
+    except HostError:
+        return None
+    peer = Peer(scheme.lower(), text, None, ip)
+    return peer if is_local(peer) else None
 
 
 def peer_from_address(host: str, port: int | None = None, scheme: str = "") -> Peer:

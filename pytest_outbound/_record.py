@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any, Final, TypeAlias
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from pytest_outbound._hosts import HostError, Peer, peer_from_url
+from pytest_outbound._hosts import HostError, Peer, local_peer_despite_port, peer_from_url
 from pytest_outbound._value import Value
 
 ALLOWED = "allowed"
@@ -290,14 +290,25 @@ def _url_parts(url: str) -> _UrlParts:
         peer: Peer | None = peer_from_url(url)
         host_error = ""
     except HostError as exc:
-        peer = None
         host_error = str(exc)
+        # a local host with a port out of range: local traffic (R9), still ambiguous when
+        # loopback is judged too (``outbound_local = enforce``: ``decide`` reads host_error)
+        peer = local_peer_despite_port(url) if exc.rule == "R9" else None
     if parts is not None:
         scheme, path, query_text = parts.scheme.lower(), parts.path or "/", parts.query
     else:
         scheme, path, query_text = url.partition(":")[0].lower(), "", ""
     if peer is not None:
-        found: _UrlParts = (url, peer.scheme, peer.host, peer.port, path, query_text, peer, "")
+        found: _UrlParts = (
+            url,
+            peer.scheme,
+            peer.host,
+            peer.port,
+            path,
+            query_text,
+            peer,
+            host_error,
+        )
     else:
         found = (url, scheme, _raw_host(url), None, path, query_text, None, host_error)
     if cached:

@@ -106,6 +106,41 @@ def test_a_redirect_to_a_url_without_host_gets_requests_own_error(
     result.assert_outcomes(passed=3)
 
 
+LOCAL_PORT_OUT_OF_RANGE = """
+import httpx, pytest
+
+def test_local_port_out_of_range(request):
+    # httpx's own suite (test_httpcore_exception_mapping): the C resolver takes the port
+    # modulo 65536, so this connects to a closed port of this machine
+    with pytest.raises(httpx.ConnectError):
+        httpx.get("http://127.0.0.1:123456/")
+    if request.config.pluginmanager.has_plugin("outbound"):
+        assert request.getfixturevalue("outbound").requests == []
+"""
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_a_local_host_with_a_port_out_of_range_is_local(
+    pytester: pytest.Pytester, run: str
+) -> None:
+    """Clients disagree on a port out of range (R9), never on the host: on a local host the
+    request is local traffic, neither recorded nor blocked (``outbound_local = allow``)."""
+    pytester.makepyfile(LOCAL_PORT_OUT_OF_RANGE)
+    result = pytester.runpytest("-p", "no:randomly", *RUNS[run])
+    result.assert_outcomes(passed=1)
+
+
+def test_with_loopback_judged_a_port_out_of_range_stays_ambiguous(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(LOCAL_PORT_OUT_OF_RANGE)
+    result = pytester.runpytest(
+        "-p", "no:randomly", "-o", "outbound_mode=enforce", "-o", "outbound_local=enforce"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*ambiguous or invalid host: the port 123456*"])
+
+
 INTERNAL_FAILURE = """
 import pytest
 import pytest_outbound._interceptors as interceptors

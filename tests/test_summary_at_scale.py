@@ -102,7 +102,7 @@ def test_ini_allowed(outbound):
 
 def test_invalid_port():
     try:
-        httpx.get("http://127.0.0.1:123456/")
+        httpx.get("http://octopus.com:123456/")
     except Exception:
         pass
 """
@@ -143,7 +143,7 @@ EXPECTED = [
     "        https://stats.example.net/collect [requests] (24 times)",
     "  (no valid host): ambiguous-host: 1 request(s) in 1 test(s)",
     "    test_scale.py::test_invalid_port at test_scale.py:53: GET",
-    "        http://127.0.0.1:123456/ [httpx]",
+    "        http://octopus.com:123456/ [httpx]",
     "  ingest.wraplib.example: undocumented: 1 request(s) in 1 test(s)",
     "    test_scale.py::test_wrapper at test_scale.py:22 (via wraplib/__init__.py:9):",
     "        POST https://ingest.wraplib.example/api [requests]",
