@@ -394,3 +394,63 @@ def test_a_request_the_plugin_cannot_read_keeps_the_callers_own_outcome(
     enforce.stdout.fnmatch_lines(
         ["*outbound request blocked: ? <unittest.mock.AsyncMock object> (client: aiohttp)*"]
     )
+
+
+UNIX_SOCKET = """
+import asyncio, os, tempfile
+import aiohttp
+
+
+async def serve(path):
+    async def handle(reader, writer):
+        await reader.readuntil(b"\\r\\n\\r\\n")
+        writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_unix_server(handle, path)
+
+
+def test_docker_like(request):
+    async def main():
+        path = os.path.join(tempfile.mkdtemp(), "api.sock")
+        server = await serve(path)
+        try:
+            connector = aiohttp.UnixConnector(path=path)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                async with session.post("http://docker/v1.45/containers/create", json={}) as resp:
+                    return await resp.text()
+        finally:
+            server.close()
+
+    assert asyncio.run(main()) == "ok"
+    if request.config.pluginmanager.has_plugin("outbound"):
+        assert request.getfixturevalue("outbound").requests == []
+"""
+
+
+@pytest.mark.parametrize(
+    "run",
+    [("-p", "no:outbound"), ("-o", "outbound_mode=audit"), ("-o", "outbound_mode=enforce")],
+    ids=["without the plugin", "audit", "enforce"],
+)
+def test_a_request_over_a_unix_socket_is_local_whatever_host_its_url_names(
+    pytester: pytest.Pytester, run: tuple[str, ...]
+) -> None:
+    """A ``UnixConnector`` connects to a socket of this machine: ``http://docker/`` names no
+    destination (aiohttp's own ``test_ws_connect_unix_socket_allowed_protocols``). Neither
+    recorded nor blocked; the backstop judges the socket under ``outbound_local = enforce``."""
+    pytester.makepyfile(UNIX_SOCKET)
+    result = pytester.runpytest("-p", "no:randomly", *run)
+    result.assert_outcomes(passed=1)
+
+
+def test_a_unix_socket_under_outbound_local_enforce_is_judged_as_localhost(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(UNIX_SOCKET)
+    result = pytester.runpytest(
+        "-p", "no:randomly", "-o", "outbound_mode=enforce", "-o", "outbound_local=enforce"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*localhost*"])

@@ -12,7 +12,10 @@ connector that does not call ``BaseConnector.connect``, a request sent by hand) 
 raises there, and the caller closes the connection as it does for any failed send. The
 tunnel a connector opens through a proxy (a ``CONNECT`` sent inside ``connect``) belongs to
 the request being connected: the record names the target, and the connection to the proxy
-is the backstop's to judge.
+is the backstop's to judge. A request a ``UnixConnector`` (or ``NamedPipeConnector``)
+connects goes to a socket of this machine whatever host its URL names (``http://docker/``
+over Docker's socket): it is local traffic, not judged here; the backstop judges that socket
+under ``outbound_local = enforce``.
 
 A body aiohttp holds in memory (bytes, text, JSON, a URL-encoded form) is judged with the
 rest of the request. Any other payload (a file, an async iterable, a ``StreamReader``, a
@@ -81,8 +84,19 @@ def _vcr_body(kwargs: dict[str, Any]) -> bytes:
 
 
 def install(guard: Guard, patches: Patches) -> None:
+    import aiohttp
     from aiohttp import BaseConnector, ClientRequest, ClientSession, payload
     from aiohttp.http_writer import StreamWriter
+
+    #: Connectors whose connections are local sockets, whatever the URL's host.
+    local_connectors = tuple(
+        kind
+        for kind in (
+            getattr(aiohttp, "UnixConnector", None),
+            getattr(aiohttp, "NamedPipeConnector", None),
+        )
+        if isinstance(kind, type)
+    )
 
     bytes_payload = payload.BytesPayload
     original_request = ClientSession._request
@@ -126,6 +140,9 @@ def install(guard: Guard, patches: Patches) -> None:
     async def connect(self: BaseConnector, req: ClientRequest, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         if not (guard.active and _IN_SESSION.get()) or JUDGED_ABOVE.get() is not None:
+            return await original_connect(self, req, *args, **kwargs)
+        if isinstance(self, local_connectors):  # local traffic: its send is not judged either
+            _CONNECTED.set((req, None))
             return await original_connect(self, req, *args, **kwargs)
         _CONNECTED.set(None)
         watch = judge_request(req)
