@@ -485,6 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pairs of runs (without, with), in alternating order; times are their medians",
     )
     parser.add_argument(
+        "--write-bytecode",
+        action="store_true",
+        help="drop PYTHONDONTWRITEBYTECODE from the runs' environment, so that pytest caches"
+        " the modules it rewrites (test modules, conftests, every plugin's, this one's)",
+    )
+    parser.add_argument(
         "--baseline-runs",
         type=int,
         default=1,
@@ -818,6 +824,8 @@ def _run_once(
         if not k.lower().endswith("_proxy") and k not in ("PYTEST_ADDOPTS", "VIRTUAL_ENV")
     }
     env.update(project.run_env)
+    if args.write_bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     timeout = args.timeout or project.timeout
     _subreaper()
