@@ -25,7 +25,9 @@ R4  A host name is made canonical by: percent-decoding it (as UTF-8; a ``%`` lef
     non-ASCII name IDNA2008 rejects. An ASCII label (``xn--...`` included) is taken as written,
     lowercased: every client sends it unchanged. Empty labels, ``*``, ``%`` and any character
     other than ``a-z 0-9 - _`` in a label are violations; so is a label longer than 63 or a
-    name longer than 253 characters.
+    name longer than 253 characters. A local name with more than one trailing dot
+    (``localhost...``, which resolvers refuse and only a stub resolver answers) is local
+    traffic all the same (``local_peer_despite_fault``).
 R5  A host whose last label is a number (``[0-9]+`` or ``0x[0-9a-f]*``) is an IPv4 literal,
     parsed as the C resolver's ``inet_aton`` does: one to four parts, each decimal, octal
     (leading ``0``) or hex (``0x``); the last part fills the remaining bytes, so ``127.1`` and
@@ -47,7 +49,7 @@ R9  A pattern without a port admits any port; ``host:p`` only port ``p``; ``sche
     the port alone. A URL port must be ASCII decimal, 1 to 65535 (an empty port means the
     scheme's default, as RFC 3986 and every client agree). Clients disagree only on the port
     of such a URL (one refuses it, the C resolver takes it modulo 65536), never on its host:
-    when that host is local, the request is local traffic (``local_peer_despite_port``).
+    when that host is local, the request is local traffic (``local_peer_despite_fault``).
 R10 Every redirect hop and every connection is judged on its own: everything here is stateless
     and knows nothing of earlier requests.
 
@@ -197,21 +199,29 @@ def peer_from_url(url: str) -> Peer:
     return _peer_from_authority(scheme, authority)
 
 
-def local_peer_despite_port(url: str) -> Peer | None:
-    """For a URL whose port breaks R9 (``http://127.0.0.1:123456/``): its peer, without a port,
-    if its host is local (``is_local``), else None. Whatever port a client makes of it, or if
-    it refuses it, nothing of it reaches another machine."""
+def local_peer_despite_fault(url: str) -> Peer | None:
+    """For a URL whose port breaks R9 (``http://127.0.0.1:123456/``) or whose host ends in
+    more than one dot (R4, ``https://localhost.../``): its peer if its host is local
+    (``is_local``), else None; the port is None where it is out of range. Whatever a client
+    makes of such a URL, or if it refuses it, nothing of it reaches another machine."""
     head = _URL_HEAD.match(url)
     if head is None or head.group(2) is None:
         return None
     scheme, _, authority = head.groups()
+    scheme = scheme.lower()
     try:
         _reject_ambiguous(authority, "the authority")
-        host, _port = _split_host_port(authority.rpartition("@")[2], authority)
+        host, port_text = _split_host_port(authority.rpartition("@")[2], authority)
+        if host.endswith(".."):
+            host = host.rstrip(".") + "."
         text, ip = _canonical(host)
     except HostError:
         return None
-    peer = Peer(scheme.lower(), text, None, ip)
+    try:
+        port = default_port(scheme) if port_text is None else _parse_port(port_text, authority)
+    except HostError:
+        port = None
+    peer = Peer(scheme, text, port, ip)
     return peer if is_local(peer) else None
 
 

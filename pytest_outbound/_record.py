@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any, Final, TypeAlias
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from pytest_outbound._hosts import HostError, Peer, local_peer_despite_port, peer_from_url
+from pytest_outbound._hosts import HostError, Peer, local_peer_despite_fault, peer_from_url
 from pytest_outbound._value import Value
 
 ALLOWED = "allowed"
@@ -291,9 +291,10 @@ def _url_parts(url: str) -> _UrlParts:
         host_error = ""
     except HostError as exc:
         host_error = str(exc)
-        # a local host with a port out of range: local traffic (R9), still ambiguous when
-        # loopback is judged too (``outbound_local = enforce``: ``decide`` reads host_error)
-        peer = local_peer_despite_port(url) if exc.rule == "R9" else None
+        # a local host with a port out of range (R9) or trailing dots (R4): local traffic,
+        # still ambiguous when loopback is judged too (``outbound_local = enforce``:
+        # ``decide`` reads host_error)
+        peer = local_peer_despite_fault(url) if exc.rule in ("R4", "R9") else None
     if parts is not None:
         scheme, path, query_text = parts.scheme.lower(), parts.path or "/", parts.query
     else:

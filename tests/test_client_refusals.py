@@ -141,6 +141,56 @@ def test_with_loopback_judged_a_port_out_of_range_stays_ambiguous(
     result.stdout.fnmatch_lines(["*ambiguous or invalid host: the port 123456*"])
 
 
+LOCAL_NAME_WITH_TRAILING_DOTS = """
+import asyncio, socket
+import aiohttp
+from aiohttp.abc import AbstractResolver
+
+
+class StubResolver(AbstractResolver):
+    # aiohttp's own suite (test_tcp_connector_do_not_raise_connector_ssl_error): the system
+    # resolver refuses "localhost...", a stub answers it
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self):
+        pass
+
+
+def test_localhost_with_trailing_dots(request):
+    async def main():
+        async def handle(reader, writer):
+            await reader.readuntil(b"\\r\\n\\r\\n")
+            writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            connector = aiohttp.TCPConnector(resolver=StubResolver())
+            async with aiohttp.ClientSession(connector=connector) as session:
+                async with session.get(f"http://localhost...:{port}/") as resp:
+                    return await resp.text()
+        finally:
+            server.close()
+
+    assert asyncio.run(main()) == "ok"
+    if request.config.pluginmanager.has_plugin("outbound"):
+        assert request.getfixturevalue("outbound").requests == []
+"""
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_a_local_name_with_trailing_dots_is_local(pytester: pytest.Pytester, run: str) -> None:
+    """``localhost...`` has empty labels (R4): resolvers refuse it, a stub may answer it, and
+    no answer reaches another machine: local traffic."""
+    pytester.makepyfile(LOCAL_NAME_WITH_TRAILING_DOTS)
+    result = pytester.runpytest("-p", "no:randomly", *RUNS[run])
+    result.assert_outcomes(passed=1)
+
+
 INTERNAL_FAILURE = """
 import pytest
 import pytest_outbound._interceptors as interceptors
