@@ -1023,3 +1023,33 @@ def test_requests_mock_imported_after_a_requests_the_watch_never_saw_sends_throu
         """
     )
     run_alone(pytester, ini="outbound_allow = api.example.com\n").assert_outcomes(passed=1)
+
+
+# -- the plugin's own modules ------------------------------------------------------------------
+
+REWRITTEN = """
+import sys
+from _pytest.assertion.rewrite import AssertionRewritingHook
+
+
+def test_plugin_modules_are_not_rewritten():
+    rewritten = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("pytest_outbound.")
+        and isinstance(getattr(module.__spec__, "loader", None), AssertionRewritingHook)
+    )
+    assert rewritten == []
+"""
+
+
+def test_the_plugins_modules_load_compiled_not_rewritten(pytester: pytest.Pytester) -> None:
+    """pytest rewrites every module of an installed plugin, from source, and where it cannot
+    cache that (``PYTHONDONTWRITEBYTECODE``, a read-only site-packages) at every start of
+    every process: the plugin's submodules are found as without pytest instead (compat's
+    vcrpy: 0.15 s of CPU a process)."""
+    pytester.makepyfile(test_rewritten=REWRITTEN)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONDONTWRITEBYTECODE", "1")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
