@@ -1,14 +1,17 @@
-"""Is audit mode invisible to real test suites? (issue 22)
+"""Is the plugin invisible to real test suites? (issue 22)
 
-Runs real projects' own test suites twice, without the plugin (``-p no:outbound``) and with it
-in audit mode (``-o outbound_mode=audit``), and prints per project: the number of tests, every
-test whose outcome differs between the two runs (none are allowed), and the wall-time ratio
-(with / without). Run by hand, like benchmarks/run.py; not part of CI. compat/README.md says
-how to get the projects' sources; compat/RESULTS.md holds the last measurement.
+Runs real projects' own test suites without the plugin (``-p no:outbound``) and with it, in
+audit mode (``-o outbound_mode=audit``) or, with ``--mode enforce``, in enforce with no policy,
+and prints per project: the number of tests, every test whose outcome differs between the two
+(none are allowed in audit; in enforce each is listed with what the plugin's report holds for
+it), and the time ratios (with / without): wall time, and the CPU time of the whole process
+tree. Run by hand, like benchmarks/run.py; not part of CI. compat/README.md says how to get the
+projects' sources; compat/RESULTS.md holds the last measurement.
 
     .venv/bin/python compat/run.py --projects-dir ../compat-projects              # every project
     .venv/bin/python compat/run.py --projects-dir ../compat-projects --only httpx  # one project
-    .venv/bin/python compat/run.py --projects-dir ../compat-projects --plugin worktree
+    .venv/bin/python compat/run.py --projects-dir ../compat-projects --mode enforce
+    .venv/bin/python compat/run.py --projects-dir ../compat-projects --reps 5 --baseline-runs 2
 
 The plugin measured is pytest_outbound as committed at ``--plugin`` (default HEAD), extracted
 with ``git archive`` and installed (not editable) into each project's virtualenv, so that
@@ -27,10 +30,16 @@ Per-test outcomes come from ``--junitxml`` (one file a run): a test id is the fi
 Each project's recipe (PROJECTS below) names its checkout, the test paths, the extra pip
 requirements, the pytest arguments and the tests deselected in BOTH runs because they fail or
 flake here without the plugin too (they need the internet, a newer dependency broke them, a
-race), each with its reason. The runs without the plugin come first, then the audit run; the
-ratio is the audit run's wall time over the first run's. ``--baseline-runs 2`` runs the suite
-without the plugin twice, and any test whose outcome differs between those two is reported
-as flaky rather than as a change.
+race), each with its reason.
+
+Order and time: ``--baseline-runs K`` first runs the suite K - 1 times without the plugin,
+untimed (a warm-up; a test whose outcome differs between runs without the plugin is reported
+as flaky rather than as a change); then ``--reps N`` pairs, in alternating order (without,
+with; with, without; ...), so that neither side always runs first. The times reported are the
+medians of the pairs' runs: wall seconds, and CPU seconds (user + system) of every process the
+run started, xdist workers and forked servers included (this script makes itself their
+subreaper and reads ``RUSAGE_CHILDREN``), with the 1-minute load average before and after each
+run. A test is a change when any run with the plugin differs from the first run without.
 
 Everything a run writes (junit files, the full output, the plugin's JSON report) stays under
 ``--work-dir/<project>/``; ``--json`` writes the results of this invocation.
