@@ -7,6 +7,7 @@ imported unless it is asked for.
 
 - ``_namespace``: the namespace itself, and the command started in it;
 - ``_gateway``: the gateway and the DNS responder, served outside;
+- ``_tun``: what is sent straight to an address (the TUN device), judged and refused;
 - ``_programs``: which program made a connection or a lookup;
 - ``_judging``: what they saw, as records judged by a ``Guard`` (client ``gateway``, ``dns``);
 - ``_control`` and ``_session``: the pytest sessions inside, which judge;

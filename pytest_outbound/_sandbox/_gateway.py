@@ -220,6 +220,11 @@ class Gateway:
                 target=_own_work(target), args=(sock,), name="outbound-gateway", daemon=True
             ).start()
 
+    def names_of(self, address: str) -> tuple[str, ...]:
+        """The names the DNS responder answered with ``address``."""
+        with self._lock:
+            return tuple(sorted(self.answered.get(address, ())))
+
     def close(self) -> None:
         self._closed = True
         for sock in self._sockets:
@@ -371,8 +376,7 @@ class Gateway:
             else:
                 conn.sendall(_socks_reply(2))
             return False
-        with self._lock:
-            names = tuple(sorted(self.answered.get(host, ())))
+        names = self.names_of(host)
         ask = Ask(
             TUNNEL,
             "CONNECT",

@@ -9,7 +9,12 @@ as JSON to the test session that judges it); ``judge`` builds the record and han
 - a tunnel (HTTP ``CONNECT``, SOCKS5): ``client`` ``gateway``, method ``CONNECT``, URL
   ``tcp://host:port``: judged on host and port alone, as a socket connection is (what goes
   through a tunnel is TLS, or anything: the gateway cannot read it);
-- a name lookup: ``client`` ``dns``, judged as the socket backstop judges a lookup.
+- a name lookup: ``client`` ``dns``, judged as the socket backstop judges a lookup;
+- a connection or a datagram straight to an address, around the gateway (``_tun``):
+  ``client`` ``gateway``, method ``CONNECT`` (``tcp://IP:PORT``) or ``SENDTO``
+  (``udp://IP:PORT``), judged as the socket backstop judges a connection (by the names the
+  responder answered with the address, too). It never goes anywhere: a documented
+  destination reached this way is allowed, and still unreachable.
 
 Each record's ``location`` is the program that made it (``curl -sS http://... (pid 4242)``).
 """
@@ -20,7 +25,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_outbound._decide import DNS, GATEWAY
+from pytest_outbound._decide import DNS, GATEWAY, SOCKET, decide
 from pytest_outbound._errors import OutboundBlocked
 from pytest_outbound._guard import Guard
 from pytest_outbound._hosts import HostError, Peer, peer_from_address
@@ -29,6 +34,7 @@ from pytest_outbound._record import OutboundRequest, build_request
 HTTP = "http"
 TUNNEL = "tunnel"
 LOOKUP = "lookup"
+DIRECT = "direct"
 
 #: Set on an ``OutboundBlocked`` the sandbox raised (the test's failure says so).
 SANDBOX_ATTRIBUTE = "sandbox"
@@ -39,8 +45,9 @@ class Ask:
     """One thing the gateway or the DNS responder asks leave for.
 
     ``kind``: ``http`` (``method``, ``url``, ``headers``, ``body``), ``tunnel`` (``host``,
-    ``port``; ``names``: the names the responder answered with that address) or ``lookup``
-    (``host`` the name or, for ``PTR``, the address). ``pid`` and ``program`` say who asked.
+    ``port``; ``names``: the names the responder answered with that address), ``direct``
+    (the same; ``method`` ``CONNECT`` for TCP, ``SENDTO`` for UDP) or ``lookup`` (``host``
+    the name or, for ``PTR``, the address). ``pid`` and ``program`` say who asked.
     """
 
     kind: str
@@ -87,10 +94,16 @@ class Ask:
         """``GET http://x/``, ``CONNECT x:443``, ``DNS x``: for messages."""
         if self.kind == HTTP:
             return f"{self.method} {self.url}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
         if self.kind == TUNNEL:
-            host = f"[{self.host}]" if ":" in self.host else self.host
             return f"CONNECT {host}:{self.port}"
+        if self.kind == DIRECT:
+            return f"{self.method} {_protocol(self.method)}://{host}:{self.port}"
         return f"{self.method} {self.host}"
+
+
+def _protocol(method: str) -> str:
+    return "udp" if method == "SENDTO" else "tcp"
 
 
 @dataclass
@@ -123,13 +136,15 @@ def record_for(ask: Ask, body_limit: int) -> OutboundRequest:
     else:
         peer: Peer | None
         try:
-            peer = peer_from_address(ask.host, ask.port if ask.kind == TUNNEL else None)
+            peer = peer_from_address(ask.host, ask.port if ask.kind != LOOKUP else None)
             error = ""
         except HostError as exc:
             peer, error = None, str(exc)
         shown = f"[{ask.host}]" if ":" in ask.host else ask.host
         if ask.kind == TUNNEL:
             url, client = f"tcp://{shown}:{ask.port}", GATEWAY
+        elif ask.kind == DIRECT:
+            url, client = f"{_protocol(ask.method)}://{shown}:{ask.port}", GATEWAY
         else:
             url, client = f"dns://{shown}", DNS
         record = OutboundRequest(
@@ -152,19 +167,29 @@ def record_for(ask: Ask, body_limit: int) -> OutboundRequest:
 
 def judge(guard: Guard, ask: Ask, *, own_pid: int | None = None) -> Answer:
     """Judge ``ask`` with ``guard`` (the records, the summary, the report, the hooks are the
-    guard's). A request of the guard's own process (``own_pid``) that its HTTP interceptor
-    judged already in this test is not recorded twice (``Guard.observe_low``). Under
-    ``outbound_marker``, a connection the gateway makes counts as the test's real one."""
+    guard's). Under ``outbound_marker``, a connection the gateway carries out counts as the
+    test's real one (a direct one is carried nowhere).
+
+    A request of the guard's own process (``own_pid``) that its HTTP interceptor (or, for a
+    direct connection, its socket backstop) judged already in this test is not recorded
+    twice (``Guard.observe_low``). In enforce such a repeat is judged again, and recorded
+    only when it is not allowed on its own."""
     record = record_for(ask, guard.body_limit)
     if guard.offline:
         record.offline = True
     try:
         # ``outbound_marker``: what the gateway carries out is a real connection (a test
         # without the marker that makes one is a violation: judged there)
-        if guard.network_marker and record.client == GATEWAY and guard._reaches(record):
+        if (
+            guard.network_marker
+            and ask.kind != DIRECT
+            and record.client == GATEWAY
+            and guard._reaches(record)
+        ):
             pass
         elif own_pid is not None and ask.pid == own_pid:
-            guard.observe_low(record, record.resolved_names)
+            if not (ask.kind == DIRECT and _repeat(guard, record, _backstop_saw(guard, record))):
+                guard.observe_low(record, record.resolved_names)
         else:
             guard.observe(record)
     except OutboundBlocked as exc:
@@ -173,3 +198,29 @@ def judge(guard: Guard, ask: Ask, *, own_pid: int | None = None) -> Answer:
     if record.verdict == "violation" and guard.enforcing:  # judged, not raised (a repeat)
         return Answer(False, ", ".join(record.reasons), record.nodeid)
     return Answer(True, test=record.nodeid)
+
+
+def _repeat(guard: Guard, record: OutboundRequest, seen: bool) -> bool:
+    """Whether ``record``, which a guard ``seen`` already, is not recorded again: in audit
+    never, in enforce when it is allowed on its own (as ``Guard.observe_low`` decides)."""
+    if not seen or record.peer is None or record.offline:
+        return False
+    if not guard.enforcing:
+        return True
+    scope = guard.current()
+    context = scope.context if scope is not None else guard.session_context
+    return decide(record, context).allowed
+
+
+def _hosts(record: OutboundRequest) -> tuple[str, ...]:
+    peer = record.peer
+    return (peer.host, *record.resolved_names) if peer is not None else ()
+
+
+def _backstop_saw(guard: Guard, record: OutboundRequest, depth: int = 64) -> bool:
+    """Whether this process's socket backstop recorded a connection to ``record``'s address
+    and port, of the same kind, among the last ``depth`` records of the test under way."""
+    scope = guard.current()
+    records = scope.records if scope is not None else guard.records
+    recent = records[: -depth - 1 : -1]
+    return any(seen.client == SOCKET and seen.url == record.url for seen in recent)

@@ -8,16 +8,20 @@ first process:
 
 - maps the caller's user and group ids to themselves (programs inside see their own ids,
   and have no capability left once they start: they cannot undo what follows);
-- brings ``lo`` up (``SIOCSIFFLAGS``): it is the only interface, so a connection to any
-  other address fails at once (``ENETUNREACH``);
+- brings ``lo`` up (``SIOCSIFFLAGS``);
+- makes a TUN device (``/dev/net/tun``), gives it addresses no one uses (``TUN_IPV4``,
+  ``TUN_IPV6``: rtnetlink, no ``ip`` program) and routes every other address to it (IPv4 and
+  IPv6 default routes): what a program sends straight to an address is read outside
+  (``_tun``), and goes nowhere. Where that cannot be done, there is no route at all: a
+  connection to any other address fails at once (``ENETUNREACH``), unseen;
 - makes every mount private to the namespace and binds the sandbox's own ``resolv.conf``
   (``nameserver 127.0.0.1``) and ``nsswitch.conf`` (``hosts: files dns``: no resolver that
   asks a service outside over a unix socket) over the machine's;
 - binds the gateway's port (TCP, ``127.0.0.1``, a free port) and the DNS responder's
   (``127.0.0.1:53``, UDP and TCP), opens the namespace's ``sock_diag`` netlink socket and
-  socket tables (``_programs``), and hands all of them to the parent over a unix socket pair
-  (``SCM_RIGHTS``): the parent, in the machine's namespace, serves them there, and reaches
-  the outside itself;
+  socket tables (``_programs``), and hands all of them and the TUN device to the parent over
+  a unix socket pair (``SCM_RIGHTS``): the parent, in the machine's namespace, serves them
+  there, and reaches the outside itself;
 - sets the proxy variables and ``exec``s the command, which keeps the helper's pid. A
   command that cannot start is said on the same socket pair; one that starts closes it.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -38,6 +43,13 @@ from typing import Any
 
 #: The variables that point programs at the gateway (and keep local traffic off it).
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+#: The TUN device inside, and its own addresses: the IPv4 "dummy address" (RFC 7600, for a
+#: host with no IPv4 address of its own) and one of IPv6's discard-only prefix (RFC 6666).
+#: Neither is anyone's destination; packets to every other address are routed to it.
+TUN_NAME = "outbound0"
+TUN_IPV4 = "192.0.0.8"
+TUN_IPV6 = "100::8"
 
 _HELPER = r"""
 import array, ctypes, fcntl, json, os, socket, struct, sys
@@ -96,6 +108,51 @@ try:
     probe.close()
 except OSError as exc:
     fail("bringing lo up in the new network namespace", exc.strerror or exc)
+
+
+def netlink(sock, kind, body, attributes):  # NLM_F_REQUEST | NLM_F_ACK | _CREATE | _EXCL
+    payload = body + b"".join(
+        struct.pack("=HH", 4 + len(value), code) + value + b"\0" * (-len(value) % 4)
+        for code, value in attributes
+    )
+    sock.send(struct.pack("=IHHII", 16 + len(payload), kind, 0x605, 1, 0) + payload)
+    error = struct.unpack_from("=i", sock.recv(4096), 16)[0]
+    if error:
+        raise OSError(-error, os.strerror(-error))
+
+
+tun, tun_error = None, ""
+try:  # the road nowhere: what is sent to any other address is read outside, and refused
+    if not config.get("tun"):
+        raise OSError("not asked for")
+    tun = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    name = config["tun"]["name"].encode()
+    fcntl.ioctl(tun, 0x400454CA, struct.pack("16sh14x", name, 0x1001))  # TUNSETIFF: TUN, NO_PI
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fcntl.ioctl(probe, 0x8914, struct.pack("16sh14x", name, 1))  # SIOCSIFFLAGS, IFF_UP
+    probe.close()
+    index = struct.pack("=I", socket.if_nametoindex(name.decode()))
+    rtnl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+    for family, address in ((socket.AF_INET, config["tun"]["ipv4"]),
+                            (socket.AF_INET6, config["tun"]["ipv6"])):
+        packed = socket.inet_pton(family, address)
+        try:  # RTM_NEWADDR (no duplicate address detection: IFA_F_NODAD), RTM_NEWROUTE default
+            netlink(rtnl, 20, struct.pack("=BBBBI", family, len(packed) * 8, 2, 0,
+                                          struct.unpack("=I", index)[0]),
+                    [(2, packed), (1, packed)])
+            netlink(rtnl, 24, struct.pack("=BBBBBBBBI", family, 0, 0, 0, 254, 4,
+                                          253 if family == socket.AF_INET else 0, 1, 0),
+                    [(4, index)])
+        except OSError as exc:
+            if family == socket.AF_INET:
+                raise
+            tun_error = "IPv6: %s" % (exc.strerror or exc)  # (IPv6 off: unreachable, unseen)
+    rtnl.close()
+except OSError as exc:
+    tun_error = "%s" % (exc.strerror or exc)
+    if tun is not None:
+        os.close(tun)
+        tun = None
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                        ctypes.c_void_p]
@@ -125,10 +182,12 @@ for name in ("tcp", "tcp6", "udp", "udp6"):  # (else by reading the tables whole
         tables[name] = os.open("/proc/self/net/" + name, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         pass
+if tun is not None:
+    tables["tun"] = tun
 port = gateway.getsockname()[1]
 fds = [gateway.fileno(), dns_udp.fileno(), dns_tcp.fileno(), *tables.values()]
 say({"port": port, "pid": os.getpid(), "netns": os.readlink("/proc/self/ns/net"),
-     "tables": list(tables)}, fds)
+     "tables": list(tables), "tun_error": tun_error}, fds)
 for sock in (gateway, dns_udp, dns_tcp):
     sock.close()
 for fd in tables.values():
@@ -167,6 +226,10 @@ class Sandboxed:
     dns_udp: socket.socket
     dns_tcp: socket.socket
     tables: dict[str, int] = field(default_factory=dict)
+    #: The TUN device every other address is routed to (``_tun``), None when it could not
+    #: be made (``tun_error`` says why): then such packets fail as unreachable, unseen.
+    tun: int | None = None
+    tun_error: str = ""
 
     @property
     def pid(self) -> int:
@@ -176,6 +239,10 @@ class Sandboxed:
         for sock in (self.gateway, self.dns_udp, self.dns_tcp):
             with contextlib.suppress(OSError):
                 sock.close()
+        if self.tun is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.tun)
+            self.tun = None
 
 
 def unavailable_reason() -> str | None:
@@ -214,9 +281,11 @@ def launch(
     binds: Sequence[tuple[str, str]],
     *,
     cwd: str | None = None,
+    tun: bool = True,
 ) -> Sandboxed:
     """Start ``command`` in the sandbox; raise ``SandboxUnavailable`` when it cannot be made,
-    ``CommandNotStarted`` when the command cannot start."""
+    ``CommandNotStarted`` when the command cannot start. ``tun``: route every other address
+    to a TUN device handed out (``Sandboxed.tun``), else nowhere."""
     reason = unavailable_reason()
     if reason is not None:
         raise SandboxUnavailable(reason)
@@ -233,7 +302,12 @@ def launch(
         raise SandboxUnavailable(f"the sandbox's helper could not start: {exc}") from None
     theirs.close()
     try:
-        config = {"command": list(command), "env": dict(env), "binds": [list(b) for b in binds]}
+        config = {
+            "command": list(command),
+            "env": dict(env),
+            "binds": [list(b) for b in binds],
+            "tun": {"name": TUN_NAME, "ipv4": TUN_IPV4, "ipv6": TUN_IPV6} if tun else None,
+        }
         ours.sendall((json.dumps(config) + "\n").encode())
         data, fds = _receive(ours)
         if "error" in data:
@@ -250,6 +324,7 @@ def launch(
             process.wait()
             raise SandboxUnavailable("the sandbox's helper handed out no sockets")
         names = list(data.get("tables", ()))
+        tables = dict(zip(names, fds[3:], strict=False))
         sandboxed = Sandboxed(
             process=process,
             port=int(data["port"]),
@@ -257,7 +332,9 @@ def launch(
             gateway=socket.socket(fileno=fds[0]),
             dns_udp=socket.socket(fileno=fds[1]),
             dns_tcp=socket.socket(fileno=fds[2]),
-            tables=dict(zip(names, fds[3:], strict=False)),
+            tun=tables.pop("tun", None),
+            tun_error=str(data.get("tun_error") or ""),
+            tables=tables,
         )
         late, _ = _receive(ours)  # EOF: the command started (the socket pair closes on exec)
         if "exec_error" in late:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pytest_outbound._sandbox._gateway import Gateway, Judge
+from pytest_outbound._sandbox._gateway import _own_work as own_work
 from pytest_outbound._sandbox._namespace import (
     CommandNotStarted,
     SandboxUnavailable,
@@ -33,6 +34,7 @@ from pytest_outbound._sandbox._namespace import (
     unavailable_reason,
 )
 from pytest_outbound._sandbox._programs import Programs
+from pytest_outbound._sandbox._tun import Direct
 
 if TYPE_CHECKING:
     import pytest
@@ -81,16 +83,33 @@ def run_sandboxed(
         programs = Programs(started.tables, started.netns)
         gateway = Gateway(judge, programs, port=started.port)
         gateway.serve(started.gateway, started.dns_udp, started.dns_tcp)
+        direct = None
+        if started.tun is not None:
+            direct = Direct(started.tun, judge, programs, gateway.names_of, wrap=own_work)
+            started.tun = None
+            direct.serve()
+        else:
+            _say(
+                f"no TUN device in the sandbox ({started.tun_error}): a connection or datagram"
+                " straight to an address fails, unrecorded"
+            )
         if on_start is not None:
             on_start(started.process)
         try:
             status = _wait(started.process)
         finally:
+            if direct is not None:
+                direct.close()
             gateway.close()
             programs.close()
         return status
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _say(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"pytest-outbound sandbox: {text}", file=sys.stderr, flush=True)
 
 
 def _wait(process: subprocess.Popen[bytes]) -> int:
