@@ -1,5 +1,6 @@
 """The sandbox's road nowhere (SPEC §8): what a program sends straight to an address, around
-the gateway, is recorded with the program's name and refused.
+the gateway, is recorded with the program's name and refused; and a guarded Python child's
+request is recorded once, by its guard.
 
 Inside the sandbox every address but loopback is routed to a TUN device that the plugin reads
 outside (``_sandbox._tun``): no packet is ever written out of it, so these tests reach no
@@ -291,6 +292,94 @@ def test_a_test_s_direct_connections_are_its_own(
         ("test_python_socket_to_an_address", "socket", "tcp://203.0.113.8:80", "violation",
          "test_a_test_s_direct_connections_are_its_own.py"),
     ]  # fmt: skip
+
+
+CHILDREN = r"""
+import subprocess
+import sys
+
+REQUESTS = '''
+import requests
+print(requests.get("http://docs.example.test/child", timeout=20).text, end="")
+'''
+
+PYCURL = '''
+import io, pycurl
+buffer, curl = io.BytesIO(), pycurl.Curl()
+curl.setopt(curl.URL, "http://docs.example.test/pycurl-child")
+curl.setopt(curl.WRITEDATA, buffer)
+curl.setopt(curl.TIMEOUT, 20)
+curl.perform()
+print(curl.getinfo(curl.RESPONSE_CODE), buffer.getvalue().decode(), end="")
+'''
+
+UNDOCUMENTED = '''
+import requests
+try:
+    requests.get("http://evil.example/child", timeout=20)
+except Exception as exc:
+    print(type(exc).__name__)
+'''
+
+
+def _child(code):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return out.stdout
+
+
+def test_a_guarded_child_s_request():
+    assert _child(REQUESTS) == "hello from outside /child\n"
+
+
+def test_a_guarded_child_s_pycurl():
+    assert _child(PYCURL) == "200 hello from outside /pycurl-child\n"
+
+
+def test_a_guarded_child_s_undocumented_request():
+    _child(UNDOCUMENTED)
+"""
+
+
+@pytest.mark.parametrize("mode", ["enforce", "audit"])
+def test_a_guarded_child_s_request_is_recorded_once_by_its_guard(
+    outside: OutsideServer, pytester: pytest.Pytester, mode: str
+) -> None:
+    """The child's guard records it with its URL and line; the gateway, which sees it too,
+    does not record it again. A C library's request the guard did not see is the
+    gateway's to record."""
+    pytest.importorskip("pycurl")
+    pytester.makefile(".toml", outbound=POLICY)
+    pytester.makeini(
+        f"""
+        [pytest]
+        outbound_policy = outbound.toml
+        outbound_mode = {mode}
+        outbound_subprocess = true
+        """
+    )
+    pytester.makepyfile(CHILDREN)
+    result = pytester.runpytest_subprocess(
+        "--outbound-sandbox", "-p", "no:cacheprovider", "--outbound-report", "r.json", timeout=180
+    )
+    result.assert_outcomes(
+        passed=2 if mode == "enforce" else 3, failed=1 if mode == "enforce" else 0
+    )
+    shown = sorted(
+        (str(r["nodeid"]).rpartition("::")[2], r["client"], r["url"], r["verdict"])
+        for r in _records(pytester.path / "r.json")
+    )
+    assert shown == [
+        ("test_a_guarded_child_s_pycurl", "gateway", "http://docs.example.test/pycurl-child",
+         "allowed"),
+        ("test_a_guarded_child_s_request", "requests", "http://docs.example.test/child",
+         "allowed"),
+        ("test_a_guarded_child_s_undocumented_request", "requests", "http://evil.example/child",
+         "violation"),
+    ]  # fmt: skip
+    by_url = {r["url"]: r for r in _records(pytester.path / "r.json")}
+    assert str(by_url["http://docs.example.test/child"]["location"]).startswith("<string>:3")
+    assert str(by_url["http://docs.example.test/pycurl-child"]["location"]).startswith("python -c ")
+    assert sorted(p for _, p, _ in outside.seen) == ["/child", "/pycurl-child"]
 
 
 # -- the parts ------------------------------------------------------------------------------------

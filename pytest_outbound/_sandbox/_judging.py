@@ -17,11 +17,17 @@ as JSON to the test session that judges it); ``judge`` builds the record and han
   destination reached this way is allowed, and still unreachable.
 
 Each record's ``location`` is the program that made it (``curl -sS http://... (pid 4242)``).
+
+A guarded Python process's requests are its guard's to record, with their URL and line: what
+the gateway sees of them is not recorded again (``judge``).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,10 +176,13 @@ def judge(guard: Guard, ask: Ask, *, own_pid: int | None = None) -> Answer:
     guard's). Under ``outbound_marker``, a connection the gateway carries out counts as the
     test's real one (a direct one is carried nowhere).
 
-    A request of the guard's own process (``own_pid``) that its HTTP interceptor (or, for a
-    direct connection, its socket backstop) judged already in this test is not recorded
-    twice (``Guard.observe_low``). In enforce such a repeat is judged again, and recorded
-    only when it is not allowed on its own."""
+    What a guarded Python process's own guard recorded is not recorded again: a request of
+    the guard's own process (``own_pid``) that its HTTP interceptor (or, for a direct
+    connection, its socket backstop) judged already in this test (``Guard.observe_low``), and
+    one of a guarded child process whose guard wrote a record for the same host and port (for
+    a lookup, the same host) to this process's spool. In enforce such a repeat is judged
+    again, and recorded only when it is not allowed on its own. What the guard did not see
+    (a C library's connection, a child of its own that is not Python) is recorded."""
     record = record_for(ask, guard.body_limit)
     if guard.offline:
         record.offline = True
@@ -190,7 +199,7 @@ def judge(guard: Guard, ask: Ask, *, own_pid: int | None = None) -> Answer:
         elif own_pid is not None and ask.pid == own_pid:
             if not (ask.kind == DIRECT and _repeat(guard, record, _backstop_saw(guard, record))):
                 guard.observe_low(record, record.resolved_names)
-        else:
+        elif not _repeat(guard, record, _child_saw(ask.pid, record)):
             guard.observe(record)
     except OutboundBlocked as exc:
         setattr(exc, SANDBOX_ATTRIBUTE, True)
@@ -224,3 +233,57 @@ def _backstop_saw(guard: Guard, record: OutboundRequest, depth: int = 64) -> boo
     records = scope.records if scope is not None else guard.records
     recent = records[: -depth - 1 : -1]
     return any(seen.client == SOCKET and seen.url == record.url for seen in recent)
+
+
+def _child_saw(pid: int | None, record: OutboundRequest) -> bool:
+    """Whether ``pid`` is a guarded Python child of this process's session whose guard
+    recorded ``record``'s host and port (for a lookup, its host): its records are in the
+    session's spool, one file per process (``_children``)."""
+    if pid is None or record.peer is None:
+        return False
+    from pytest_outbound._children import _OPEN  # the spools of this process's sessions
+
+    for guards in list(_OPEN):
+        seen = _SPOOL.read(os.path.join(guards.reports, f"{pid}.jsonl"))
+        if seen is None:
+            continue
+        for host in _hosts(record):
+            ports = seen.get(host)
+            if ports is not None and (record.client == DNS or record.port in ports):
+                return True
+    return False
+
+
+class _Spool:
+    """What the records in a child's spool file name: host -> ports, read as they grow."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[int, dict[str, set[int | None]]]] = {}
+
+    def read(self, path: str) -> dict[str, set[int | None]] | None:
+        """The hosts and ports of the records in ``path`` (None: no such file)."""
+        with self._lock:
+            offset, seen = self._files.get(path, (0, {}))
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read()
+            except OSError:
+                return None
+            end = data.rfind(b"\n") + 1  # a line still being written: the next time
+            for line in data[:end].splitlines():
+                try:
+                    raw = json.loads(line)
+                    host, port = raw["host"], raw["port"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # (a program the child ran unwatched)
+                if isinstance(host, str) and host:
+                    seen.setdefault(host, set()).add(port if isinstance(port, int) else None)
+            if len(self._files) > 256:
+                self._files.clear()
+            self._files[path] = (offset + end, seen)
+            return seen
+
+
+_SPOOL = _Spool()
