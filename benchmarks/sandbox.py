@@ -7,11 +7,12 @@ sandbox``, and a one-test pytest suite with and without ``--outbound-sandbox`` (
 Per connection: a Python client inside the sandbox makes one HTTP request per new connection
 to a loopback server that stands for the outside (the test mapping, so nothing leaves the
 machine), through the gateway's plain HTTP proxy, through a CONNECT tunnel and through
-SOCKS5, and looks a name up through the DNS responder: run by the wrapper (which judges
-itself), and by a test under ``--outbound-sandbox`` (the test's session judges, over the
-sandbox's control socket). The same client outside the sandbox, straight to the server, is
-the baseline. Every request is judged (enforce, one documented destination) and recorded.
-Linux with user namespaces only.
+SOCKS5, looks a name up through the DNS responder, and connects straight to an address
+(refused: ``ENETUNREACH``, once the attempt is judged; through libc, as a C library would):
+run by the wrapper (which judges itself), and by a test under ``--outbound-sandbox`` (the
+test's session judges, over the sandbox's control socket). The same client outside the
+sandbox, straight to the server, is the baseline. Every request is judged (enforce, two
+documented destinations) and recorded. Linux with user namespaces only.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ from pytest_outbound._sandbox._gateway import OUTSIDE_ENV  # noqa: E402
 from pytest_outbound._sandbox._run import run_command  # noqa: E402
 
 PARTS = ("start", "wrapper", "pytest")
-POLICY = '[[destination]]\nname = "docs"\nhosts = ["docs.example.test"]\n'
+POLICY = (
+    '[[destination]]\nname = "docs"\nhosts = ["docs.example.test"]\n'
+    '[[destination]]\nname = "address"\nhosts = ["203.0.113.7"]\n'
+)
 
 CLIENT = r"""
-import json, os, socket, sys, time
+import ctypes, errno, json, os, socket, sys, time
 
 count, target, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 proxy = os.environ.get("PYTEST_OUTBOUND_SANDBOX_PROXY")
@@ -96,8 +100,23 @@ def lookup():
     socket.getaddrinfo("docs.example.test", 80, socket.AF_INET, socket.SOCK_STREAM)
 
 
+libc = ctypes.CDLL(None, use_errno=True)
+SOCKADDR = (
+    int(socket.AF_INET).to_bytes(2, sys.byteorder) + (443).to_bytes(2, "big")
+    + socket.inet_aton("203.0.113.7") + bytes(8)
+)
+
+
+def address():
+    fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+    failed = libc.connect(fd, SOCKADDR, len(SOCKADDR)) == -1
+    libc.close(fd)
+    assert failed and ctypes.get_errno() == errno.ENETUNREACH
+
+
 cases = {"direct": direct} if proxy is None else {
     "http_proxy": http_proxy, "connect": connect, "socks5": socks5, "dns": lookup,
+    "address": address,
 }
 results = {}
 for name, case in cases.items():
@@ -225,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the client in the sandbox failed ({status})", file=sys.stderr)
             return 1
         for name, value in json.loads(out.read_text()).items() if "wrapper" in parts else ():
-            label = "lookup: dns" if name == "dns" else f"connection: {name}"
-            figures[f"{label} (wrapper)"] = value
+            figures[f"{_label(name)} (wrapper)"] = value
         if "pytest" not in parts:
             return _show(figures, args.json, server)
         client_env = {
@@ -243,9 +261,16 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
         )
         for name, value in json.loads(out.read_text()).items():
-            label = "lookup: dns" if name == "dns" else f"connection: {name}"
-            figures[f"{label} (pytest)"] = value
+            figures[f"{_label(name)} (pytest)"] = value
     return _show(figures, args.json, server)
+
+
+def _label(name: str) -> str:
+    if name == "dns":
+        return "lookup: dns"
+    if name == "address":
+        return "refused: straight to an address"
+    return f"connection: {name}"
 
 
 def _show(

@@ -191,5 +191,6 @@ def test_the_benchmark_measures_the_gateway(sandbox: None, tmp_path: Path) -> No
         "connection: http_proxy (wrapper)",
         "connection: socks5 (wrapper)",
         "lookup: dns (wrapper)",
+        "refused: straight to an address (wrapper)",
     ]
     assert all(value > 0 for value in figures.values())
