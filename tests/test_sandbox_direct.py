@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -176,6 +177,32 @@ def test_bash_dev_tcp_to_an_address_is_recorded_with_bash_s_name(
         ["undocumented"],
     )
     assert str(record["location"]).startswith("bash -c 'exec 3<>/dev/tcp/203.0.113.7/80' (pid ")
+
+
+NO_TUN = 'mount --bind /dev/null /dev/net/tun && exec "$@"'
+"""Run the rest of the command where ``/dev/net/tun`` is ``/dev/null`` (a private mount
+namespace): it stands for a machine or container without a TUN device."""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux's unshare is needed")
+@pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="no /dev/net/tun to hide")
+def test_without_a_tun_device_it_works_as_before_and_says_so(sandbox: None, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            "unshare", "--user", "--map-root-user", "--mount", "sh", "-c", NO_TUN, "sh",
+            sys.executable, "-m", "pytest_outbound", "sandbox", "--no-machine-values",
+            "--mode", "enforce", "--report", "r.json", "--",
+            "bash", "-c", "exec 3<>/dev/tcp/203.0.113.7/80",
+        ],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert "Network is unreachable" in result.stderr
+    assert (
+        "pytest-outbound sandbox: no TUN device in the sandbox (Inappropriate ioctl for device):"
+        " a connection or datagram straight to an address fails, unrecorded"
+    ) in result.stderr.splitlines()
+    assert result.returncode == 1  # bash's own status: nothing was recorded, nothing blocked
+    assert _records(tmp_path / "r.json") == []
 
 
 SUITE = r"""
