@@ -191,6 +191,60 @@ def test_a_local_name_with_trailing_dots_is_local(pytester: pytest.Pytester, run
     result.assert_outcomes(passed=1)
 
 
+HTTPX_OVER_A_UNIX_SOCKET = """
+import asyncio, os, socket, tempfile, threading
+import httpx
+
+
+def serve_once(path):
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+
+    def answer():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+
+
+def test_sync(request):
+    path = os.path.join(tempfile.mkdtemp(), "api.sock")
+    serve_once(path)
+    with httpx.Client(transport=httpx.HTTPTransport(uds=path)) as client:
+        assert client.get("http://docker/v1.45/containers/json").text == "ok"
+    if request.config.pluginmanager.has_plugin("outbound"):
+        assert request.getfixturevalue("outbound").requests == []
+
+
+def test_async(request):
+    path = os.path.join(tempfile.mkdtemp(), "api.sock")
+    serve_once(path)
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path)) as client:
+            return (await client.get("http://docker/v1.45/containers/json")).text
+
+    assert asyncio.run(main()) == "ok"
+    if request.config.pluginmanager.has_plugin("outbound"):
+        assert request.getfixturevalue("outbound").requests == []
+"""
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_httpx_over_a_unix_socket_is_local_whatever_host_its_url_names(
+    pytester: pytest.Pytester, run: str
+) -> None:
+    """``HTTPTransport(uds=...)`` connects to a socket of this machine (Docker's API is the
+    common case): like aiohttp's ``UnixConnector``, local traffic, neither recorded nor
+    blocked."""
+    pytester.makepyfile(HTTPX_OVER_A_UNIX_SOCKET)
+    result = pytester.runpytest("-p", "no:randomly", *RUNS[run])
+    result.assert_outcomes(passed=2)
+
+
 INTERNAL_FAILURE = """
 import pytest
 import pytest_outbound._interceptors as interceptors

@@ -230,6 +230,14 @@ def _refused(url: Any) -> bool:
     return url.scheme not in _SENT_SCHEMES or not url.raw_host
 
 
+def _over_unix_socket(transport: object) -> bool:
+    """Whether ``transport`` connects over a Unix socket (``HTTPTransport(uds=...)``, the
+    ``uds`` of httpcore's pool): the request goes to a socket of this machine whatever host
+    its URL names (``http://docker/...``), local traffic, not judged here (the backstop
+    judges the socket under ``outbound_local = enforce``)."""
+    return getattr(getattr(transport, "_pool", None), "_uds", None) is not None
+
+
 def _body_of(request: Any) -> object:
     """The request's body: its bytes when httpx holds them (``content=``, ``data=``,
     ``json=``, which httpx reads as the request is built), else its stream, which is not read
@@ -335,7 +343,8 @@ def install(guard: Guard, patches: Patches) -> None:
 
     def send_single(self: httpx.Client, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
-        if not guard.active or _refused(request.url):
+        url = request.url
+        if not guard.active or _refused(url) or _over_unix_socket(sync_transport(self, url)):
             return sync_send(self, request)
         body = _body_of(request)
         stub = _judge(guard, request, body)
@@ -358,7 +367,8 @@ def install(guard: Guard, patches: Patches) -> None:
 
     async def send_single_async(self: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
         __tracebackhide__ = True
-        if not guard.active or _refused(request.url):
+        url = request.url
+        if not guard.active or _refused(url) or _over_unix_socket(async_transport(self, url)):
             return await async_send(self, request)
         body = _body_of(request)
         stub = _judge(guard, request, body)
