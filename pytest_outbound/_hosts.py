@@ -464,8 +464,10 @@ def _parse_ipv4(parts: list[str], raw: str) -> ipaddress.IPv4Address:
 
 def _ipv4_part(part: str, raw: str) -> int:
     if part.startswith("0x"):
+        # at least one digit: C's inet_aton (what socket.connect and getaddrinfo use) reads
+        # "127.0x" as a name to resolve, not as 127.0.0.0 (WHATWG URLs would say 0)
         digits, base = part[2:], 16
-        valid = all(c in "0123456789abcdef" for c in digits)
+        valid = bool(digits) and all(c in "0123456789abcdef" for c in digits)
     elif len(part) > 1 and part.startswith("0"):
         digits, base = part[1:], 8
         valid = all(c in "01234567" for c in digits)

@@ -728,3 +728,28 @@ def test_egress_while_pytest_imports_other_plugins_fails_the_run(
 
     [record] = json.loads((suite.path / "r.json").read_text())["requests"]
     assert (record["phase"], record["verdict"]) == ("collect", "violation")
+
+
+def test_a_hex_part_without_digits_is_a_name_to_c_so_it_is_never_taken_for_an_address(
+    suite: pytest.Pytester,
+) -> None:
+    # inet_aton refuses "0x" with no digits: C resolves "127.0x" as a name (hosts file, then a
+    # nameserver), so judging it as 127.0.0.0, which is local, let the lookup out. It is not
+    # a host the plugin can judge: blocked, before C resolves it.
+    suite.makeini(ini("enforce"))
+    suite.makepyfile(
+        """
+        import socket, pytest
+        from pytest_outbound import OutboundBlocked
+
+        def test_hex(outbound):
+            with pytest.raises(OutboundBlocked):
+                socket.create_connection(("127.0x", 80))
+            with pytest.raises(OutboundBlocked):
+                socket.getaddrinfo("10.0X", 80)
+            assert [r.reasons for r in outbound.requests] == [["unjudgeable"], ["unjudgeable"]]
+        """
+    )
+    result = suite.runpytest()
+    result.assert_outcomes(failed=1)
+    failed_only_for_swallowed_blocks(result)

@@ -229,6 +229,10 @@ def test_canonical_host(raw: str, canonical: str) -> None:
         ("evil.10", "R5", "'evil'"),
         ("09.1", "R5", "'09'"),
         ("0xg.1", "R5", "'0xg'"),
+        # C's inet_aton reads these as names to resolve: never guessed to be an address
+        ("127.0x", "R5", "'0x'"),
+        ("10.0X", "R5", "'0x'"),
+        ("0x", "R5", "'0x'"),
         ("1.2.3.4.5", "R5", "four parts"),
         ("1.256.1.1", "R5", "overflows"),
         ("0x100000000", "R5", "overflows"),
