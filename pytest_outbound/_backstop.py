@@ -128,6 +128,11 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         return
     __tracebackhide__ = True
     backstop.on_event(event, args)
+    if len(_SWITCH.stack) > 1 and event not in PROCESS_EVENTS:
+        # a session inside a session (pytester, ``pytest.main`` in a test) narrows, never
+        # widens: what the inner one let through is judged by every session around it too
+        for outer in _SWITCH.stack[-2::-1]:
+            outer.on_event(event, args)
 
 
 @contextlib.contextmanager
@@ -217,16 +222,15 @@ def _remember(host: object, addresses: list[str]) -> None:
         canonical = peer_from_address(name).host
     except HostError:
         return
-    backstop = _SWITCH.current
-    if backstop is None:
-        return
     with _SWITCH.lock:
+        judging = list(_SWITCH.stack)  # every session judges the connection that follows
         for address in addresses:
             try:
                 text = str(ipaddress.ip_address(str(address).split("%", 1)[0]))
             except ValueError:
                 continue
-            backstop.resolved.setdefault(text, set()).add(canonical)
+            for backstop in judging:
+                backstop.resolved.setdefault(text, set()).add(canonical)
 
 
 # -- reading addresses as C reads them ----------------------------------------------------------

@@ -753,3 +753,43 @@ def test_a_hex_part_without_digits_is_a_name_to_c_so_it_is_never_taken_for_an_ad
     result = suite.runpytest()
     result.assert_outcomes(failed=1)
     failed_only_for_swallowed_blocks(result)
+
+
+def test_a_session_inside_an_enforcing_session_cannot_widen_what_it_allows(
+    pytester: pytest.Pytester,
+) -> None:
+    """A test that runs pytest in-process (pytester, ``pytest.main``) with a looser
+    configuration of its own: the session around it still judges every socket event."""
+    pytester.makeini(ini("enforce", "outbound_local = enforce"))
+    pytester.makepyfile(
+        '''
+        import socket
+        pytest_plugins = ["pytester"]
+
+        INNER = """
+        import socket
+
+        def test_inner():
+            server = socket.socket()
+            server.bind(("127.0.0.1", 0))
+            server.listen(4)
+            client = socket.socket()
+            try:
+                client.connect(server.getsockname())
+            finally:
+                client.close()
+                server.close()
+        """
+
+        def test_outer(pytester, outbound):
+            pytester.makeini("[pytest]\\noutbound_mode = audit\\n")
+            pytester.makepyfile(INNER)
+            pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(failed=1)
+            assert [(r.client, r.host, r.verdict) for r in outbound.requests] == [
+                ("socket", "127.0.0.1", "violation")
+            ]
+        '''
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*outbound request blocked: CONNECT tcp://127.0.0.1:*"])
