@@ -793,3 +793,35 @@ def test_a_session_inside_an_enforcing_session_cannot_widen_what_it_allows(
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*outbound request blocked: CONNECT tcp://127.0.0.1:*"])
+
+
+def test_a_child_that_runs_pytest_is_still_judged_by_its_bootstrap_guard(
+    suite: pytest.Pytester,
+) -> None:
+    """A Python child runs pytest with its own (default, audit) configuration: the guard the
+    parent gave it stays beneath that session and still blocks what the parent's policy
+    does not allow."""
+    suite.makeini(ini("enforce", "outbound_local = enforce"))
+    suite.mkdir("sub")
+    suite.path.joinpath("sub", "t_child.py").write_text(
+        "import os, socket\n\n"
+        "def test_child():\n"
+        "    socket.create_connection(('127.0.0.1', int(os.environ['PORT']))).close()\n"
+    )
+    suite.makepyfile(
+        """
+        import os, subprocess, sys
+        from listener import listening
+
+        def test_parent():
+            with listening() as port:
+                subprocess.run(
+                    [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                     "-c", os.devnull, os.path.join("sub", "t_child.py")],
+                    env={**os.environ, "PORT": str(port)},
+                )
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*CONNECT tcp://127.0.0.1:*"])
