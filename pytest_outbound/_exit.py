@@ -77,6 +77,12 @@ def watch(
     them at the end (to rewrite the report); ``status`` is the session's exit status.
     ``tell``: a file to append what was blocked to (a pytest-xdist worker's controller reads
     it)."""
+    # what a block says, imported now: a finalizer run as the interpreter shuts down can
+    # import nothing (sys.meta_path is None), and its block must still be told and counted
+    from pytest_outbound._guard import _messages
+
+    _messages()
+
     _WATCH.guard, _WATCH.status, _WATCH.on_end, _WATCH.tell = guard, status, on_end, tell
     _WATCH.records, _WATCH.blocked, _WATCH.final = [], [], False
     guard.listen(on_request=_seen, on_violation=None)

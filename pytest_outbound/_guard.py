@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import CodeType, FrameType
+from types import CodeType, FrameType, ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pytest_outbound._callsite import is_installed, shown_filename
@@ -305,10 +305,8 @@ class Guard:
             if not verdict.allowed and self._on_violation is not None:
                 _call_hook(self._on_violation, request)
             return True
-        from pytest_outbound._messages import blocked_message  # only for a blocked request
-
         error = OutboundBlocked(
-            blocked_message(request, verdict, context),
+            _messages().blocked_message(request, verdict, context),
             url=request.url,
             client=request.client,
             reasons=verdict.reasons,
@@ -359,9 +357,7 @@ class Guard:
             _call_hook(self._on_violation, request)
         if self.mode != ENFORCE:
             return
-        from pytest_outbound._messages import sent_message
-
-        text = sent_message(request, verdict, context)
+        text = _messages().sent_message(request, verdict, context)
         if scope is not None and scope is self.scope:
             scope.deferred.append(text)
         else:
@@ -621,6 +617,21 @@ def first_user_frame(frame: FrameType | None) -> str:
             return f"{frame.f_code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
     return ""
+
+
+_MESSAGES: ModuleType | None = None
+
+
+def _messages() -> ModuleType:
+    """The messages module, imported at the first block only (start-up cost), and kept here:
+    ``_exit.watch`` calls this before the interpreter's exit, because a finalizer run as it
+    shuts down can import nothing (``sys.meta_path`` is None, ``sys.modules`` emptied)."""
+    global _MESSAGES
+    if _MESSAGES is None:
+        import pytest_outbound._messages as module
+
+        _MESSAGES = module
+    return _MESSAGES
 
 
 def _current_thread() -> threading.Thread | None:

@@ -825,3 +825,36 @@ def test_a_child_that_runs_pytest_is_still_judged_by_its_bootstrap_guard(
     result = suite.runpytest_subprocess("-p", "no:randomly")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*CONNECT tcp://127.0.0.1:*"])
+
+
+def test_egress_from_a_finalizer_at_interpreter_shutdown_is_blocked_and_fails_the_run(
+    suite: pytest.Pytester,
+) -> None:
+    """A ``__del__`` run while the interpreter shuts down, when nothing can be imported any
+    more: the block is still said and still fails the run, with no traceback of the plugin's."""
+    suite.makeini(ini("enforce", "outbound_local = enforce"))
+    suite.makepyfile(
+        """
+        import _socket, builtins
+
+        class Cycle:  # collected only at shutdown
+            def __init__(self):
+                self.me = self
+
+            def __del__(self, _socket=_socket):
+                try:
+                    _socket.socket().connect(("127.0.0.1", 9))
+                except BaseException:
+                    pass
+
+        def test_leaves_a_cycle():
+            builtins._kept = Cycle()
+        """
+    )
+    result = suite.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    assert result.ret == 1
+    result.stderr.fnmatch_lines(
+        ["pytest-outbound: 1 request(s) after the session were blocked (enforce); exit status 1"]
+    )
+    assert "ImportError" not in result.stdout.str() + result.stderr.str()
